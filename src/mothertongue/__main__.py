@@ -1,0 +1,3 @@
+from mothertongue.cli import main
+
+main()

@@ -1,0 +1,205 @@
+"""Build stage: render conversations into token ids and a loss mask with the chat template.
+
+    mothertongue build recipes/quickstart.yaml
+    mothertongue build recipes/quickstart.yaml --show 3      # rendered examples, trained tokens marked
+
+Writes `build/{train,dev}.jsonl` (`input_ids`, `labels` with -100 on untrained tokens, and the
+source `messages`), `build/tokenizer/` (the tokenizer with the chat template used, plus any
+special tokens it needed) and `build/report.json`. Only assistant turns are trained by default,
+each through its end-of-turn token, so the tuned model learns to stop. Examples longer than
+`build.max_length` are split at turn boundaries or dropped, and always counted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from mothertongue import templates
+from mothertongue.config import Recipe
+from mothertongue.conversation import Conversation, DataError, read_conversations, write_jsonl
+from mothertongue.models import TINY, load_tokenizer, train_tiny_tokenizer
+from mothertongue.runs import RunDir, atomic_write_json
+
+IGNORE = -100
+
+
+def to_messages(conv: Conversation, system_prompt: str | None) -> list[dict]:
+    msgs = [{"role": m.role, "content": m.content} for m in conv.messages]
+    if system_prompt and msgs[0]["role"] != "system":
+        msgs.insert(0, {"role": "system", "content": system_prompt})
+    return msgs
+
+
+def encode(tokenizer, messages: list[dict], loss_on: str = "assistant") -> tuple[list[int], list[int], list[int]]:
+    """Token ids, labels (-100 where not trained) and a 0/1 trained mask, built side by side."""
+    text, spans = templates.assistant_spans(tokenizer, messages)
+    if loss_on == "last_assistant":
+        spans = spans[-1:]
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    mask = []
+    for start, end in offsets:
+        trained = loss_on == "all" or any(s <= start < e or (start == end == s) for s, e in spans)
+        mask.append(1 if trained else 0)
+    labels = [t if m else IGNORE for t, m in zip(ids, mask)]
+    return ids, labels, mask
+
+
+def generation_prefix_ok(tokenizer, messages: list[dict], ids: list[int]) -> bool:
+    """True when, for every assistant turn, the tokens of the chat-time prompt are exactly the
+    first tokens of the training example (otherwise the tuned model sees a prompt it never saw)."""
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prompt = templates.render(tokenizer, messages[:i], add_generation_prompt=True)
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if ids[: len(p_ids)] != p_ids:
+            return False
+    return True
+
+
+def _chunks(messages: list[dict]) -> list[list[dict]]:
+    """Split a thread into (user, assistant) pairs, each keeping the system message."""
+    system = [messages[0]] if messages[0]["role"] == "system" else []
+    rest = messages[len(system) :]
+    return [system + rest[i : i + 2] for i in range(0, len(rest), 2)]
+
+
+def encode_with_limit(tokenizer, messages, cfg, counts: Counter) -> list[tuple[list[dict], list[int], list[int]]]:
+    ids, labels, _ = encode(tokenizer, messages, cfg.loss_on)
+    if len(ids) <= cfg.max_length:
+        return [(messages, ids, labels)]
+    if cfg.on_too_long == "drop":
+        counts["dropped: longer than build.max_length"] += 1
+        return []
+    def fits(msgs: list[dict]) -> bool:
+        return len(encode(tokenizer, msgs, cfg.loss_on)[0]) <= cfg.max_length
+
+    out, current = [], []
+    for pair in _chunks(messages):
+        candidate = current + pair[-2:] if current else pair
+        if fits(candidate):
+            current = candidate
+            continue
+        if current:
+            out.append(current)
+        current = pair if fits(pair) else []
+        if not current:
+            counts["dropped: a single turn longer than build.max_length"] += 1
+    if current:
+        out.append(current)
+    counts["split at turn boundaries"] += 1
+    result = []
+    for msgs in out:
+        c_ids, c_labels, _ = encode(tokenizer, msgs, cfg.loss_on)
+        result.append((msgs, c_ids, c_labels))
+    return result
+
+
+def prepare_tokenizer(recipe: Recipe, convs: list[Conversation]):
+    """The tokenizer for this run with the chat template installed; trains one for `tiny`."""
+    cfg = recipe.build
+    if recipe.base_model == TINY:
+        spec = cfg.template or "chatml"
+        probe = templates.resolve(spec, None, Path(recipe.base_dir))
+        contents = [m.content for c in convs for m in c.messages] or ["hallo"]
+        tok = train_tiny_tokenizer(contents, recipe.tiny_model.vocab_size, probe.special_tokens)
+        templates.install(probe, tok)
+        # Second pass: learn merges for the template's own text too, so prompts are short.
+        rendered = [templates.render(tok, to_messages(c, cfg.system_prompt)) for c in convs]
+        tok = train_tiny_tokenizer(contents + rendered, recipe.tiny_model.vocab_size, probe.special_tokens)
+        templates.install(probe, tok)
+        return tok, probe
+    tok = load_tokenizer(recipe.base_model, recipe.train.trust_remote_code)
+    tmpl = templates.resolve(cfg.template, tok, Path(recipe.base_dir))
+    templates.install(tmpl, tok)
+    if tok.pad_token is None:
+        # A dedicated pad token, never EOS: padding must not mask the token that ends a turn.
+        tok.add_special_tokens({"pad_token": "<|pad|>"})
+    return tok, tmpl
+
+
+def build_rows(tokenizer, convs: list[Conversation], recipe: Recipe, counts: Counter) -> list[dict]:
+    rows = []
+    for c in convs:
+        msgs = to_messages(c, recipe.build.system_prompt)
+        try:
+            pieces = encode_with_limit(tokenizer, msgs, recipe.build, counts)
+        except templates.TemplateMismatch as e:
+            raise DataError(f"conversation {c.id}: {e}") from None
+        for k, (m, ids, labels) in enumerate(pieces):
+            if not generation_prefix_ok(tokenizer, m, ids):
+                counts["generation prompt tokenizes differently from training prefix"] += 1
+            if all(x == IGNORE for x in labels):
+                counts["dropped: no trained tokens"] += 1
+                continue
+            rows.append({"id": c.id if len(pieces) == 1 else f"{c.id}#{k}", "input_ids": ids, "labels": labels, "messages": m})
+    return rows
+
+
+def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
+    data = run.data_dir(recipe, "build")
+    train = read_conversations(data / "train.jsonl")
+    dev = read_conversations(data / "dev.jsonl")
+    test = read_conversations(data / "test.jsonl")
+    if not train:
+        raise DataError(f"{data / 'train.jsonl'}: no training conversations; check ingest's report")
+    tokenizer, tmpl = prepare_tokenizer(recipe, train + dev + test)
+    counts: Counter[str] = Counter()
+    train_rows = build_rows(tokenizer, train, recipe, counts)
+    dev_rows = build_rows(tokenizer, dev, recipe, Counter())
+    write_jsonl(out / "train.jsonl", train_rows)
+    write_jsonl(out / "dev.jsonl", dev_rows)
+    tok_dir = out / "tokenizer"
+    tokenizer.save_pretrained(tok_dir)
+    info = {"template": tmpl.name, "end_of_turn": tmpl.end_of_turn, "system_prompt": recipe.build.system_prompt}
+    (tok_dir / "mothertongue_template.json").write_text(json.dumps(info, indent=2))
+    n_tokens = sum(len(r["input_ids"]) for r in train_rows)
+    n_trained = sum(sum(1 for x in r["labels"] if x != IGNORE) for r in train_rows)
+    summary = {
+        "template": tmpl.name,
+        "train_examples": len(train_rows),
+        "dev_examples": len(dev_rows),
+        "tokens": n_tokens,
+        "trained_tokens": n_trained,
+        "longest": max((len(r["input_ids"]) for r in train_rows), default=0),
+        "counts": dict(counts),
+    }
+    atomic_write_json(out / "report.json", summary)
+    print(
+        f"[build] {len(train_rows)} train / {len(dev_rows)} dev examples with template {tmpl.name}; "
+        f"{n_tokens} tokens, {n_trained} trained"
+        + "".join(f"\n  {n} x {k}" for k, n in counts.items())
+    )
+    return summary
+
+
+def show(run_dir: Path, n: int, color: bool) -> str:
+    """Render n built examples with the trained tokens marked (green, or ⟦…⟧ without colour)."""
+    from transformers import AutoTokenizer
+
+    build_dir = RunDir(run_dir).require("build", "build --show")
+    tok = AutoTokenizer.from_pretrained(build_dir / "tokenizer")
+    out = []
+    with open(build_dir / "train.jsonl", encoding="utf-8") as f:
+        for i, line in zip(range(n), f):
+            row = json.loads(line)
+            parts, cur, cur_trained = [], [], None
+            for t, lab in zip(row["input_ids"], row["labels"]):
+                trained = lab != IGNORE
+                if cur_trained is not None and trained != cur_trained:
+                    parts.append((cur_trained, tok.decode(cur)))
+                    cur = []
+                cur.append(t)
+                cur_trained = trained
+            if cur:
+                parts.append((cur_trained, tok.decode(cur)))
+            text = "".join(
+                (f"\x1b[42;30m{s}\x1b[0m" if color else f"⟦{s}⟧") if tr else s for tr, s in parts
+            )
+            n_tr = sum(1 for x in row["labels"] if x != IGNORE)
+            out.append(f"── example {i + 1}: {row['id']}  ({len(row['input_ids'])} tokens, {n_tr} trained)\n{text}")
+    legend = "trained tokens are " + ("highlighted in green" if color else "inside ⟦ ⟧")
+    return "\n\n".join(out + [legend])

@@ -1,0 +1,171 @@
+"""Command line: parse, load the recipe, call one thing. No logic lives here.
+
+    mothertongue run recipes/quickstart.yaml              # every stage in order
+    mothertongue train recipes/quickstart.yaml train.epochs=5 --force
+    mothertongue chat runs/quickstart
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="mothertongue: teach open language models a new language.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+ls_app = typer.Typer(help="List what is available.", no_args_is_help=True)
+app.add_typer(ls_app, name="ls")
+
+RECIPE = typer.Argument(..., help="Recipe YAML file.")
+OVERRIDES = typer.Argument(None, help="Overrides like train.epochs=3 build.template=chatml.")
+FORCE = typer.Option(False, "--force", help="Redo the stage even if nothing changed.")
+
+
+def _recipe(path: str, overrides: list[str] | None):
+    from mothertongue.config import load_recipe
+
+    return load_recipe(path, overrides)
+
+
+def _stage(name: str, recipe: str, overrides: list[str] | None, force: bool) -> None:
+    from mothertongue.runs import run_stage
+
+    r = _recipe(recipe, overrides)
+    out = run_stage(r, name, force=force)
+    typer.echo(f"[{name}] done: {out}")
+
+
+@app.command()
+def validate(recipe: str = RECIPE, overrides: list[str] = OVERRIDES) -> None:
+    """Check a recipe: every key known, every value valid."""
+    from mothertongue.runs import stages_for
+
+    r = _recipe(recipe, overrides)
+    typer.echo(f"{recipe}: ok (stages: {' -> '.join(stages_for(r))}; run dir {r.run_dir})")
+
+
+@app.command()
+def run(recipe: str = RECIPE, overrides: list[str] = OVERRIDES, force: bool = FORCE) -> None:
+    """Run every stage of a recipe in order (unchanged stages are skipped)."""
+    from mothertongue.runs import run_stage, stages_for
+
+    r = _recipe(recipe, overrides)
+    for name in stages_for(r):
+        run_stage(r, name, force=force)
+    typer.echo(f"\nDone. Talk to your model:  mothertongue chat {r.run_dir}")
+
+
+@app.command()
+def ingest(recipe: str = RECIPE, overrides: list[str] = OVERRIDES, force: bool = FORCE) -> None:
+    """Read the recipe's sources into conversations (with a report of everything skipped)."""
+    _stage("ingest", recipe, overrides, force)
+
+
+@app.command()
+def translate(recipe: str = RECIPE, overrides: list[str] = OVERRIDES, force: bool = FORCE) -> None:
+    """Machine-translate the ingested conversations into the target language."""
+    _stage("translate", recipe, overrides, force)
+
+
+@app.command()
+def build(
+    recipe: str = RECIPE,
+    overrides: list[str] = OVERRIDES,
+    force: bool = FORCE,
+    show: int = typer.Option(0, "--show", help="Print N rendered examples with trained tokens marked."),
+) -> None:
+    """Render training examples with the chat template and the loss mask."""
+    from mothertongue.runs import RunDir, run_stage
+
+    r = _recipe(recipe, overrides)
+    run_stage(r, "build", force=force)
+    if show:
+        from mothertongue.build import show as show_examples
+
+        typer.echo(show_examples(RunDir(Path(r.run_dir)).root, show, color=sys.stdout.isatty()))
+
+
+@app.command()
+def train(recipe: str = RECIPE, overrides: list[str] = OVERRIDES, force: bool = FORCE) -> None:
+    """Fine-tune the base model on the built data (resumes after a kill)."""
+    _stage("train", recipe, overrides, force)
+
+
+@app.command()
+def evaluate(recipe: str = RECIPE, overrides: list[str] = OVERRIDES, force: bool = FORCE) -> None:
+    """Score the base and the tuned model side by side."""
+    _stage("evaluate", recipe, overrides, force)
+
+
+@app.command()
+def chat(
+    run_dir: str = typer.Argument(..., help="A run directory (e.g. runs/quickstart)."),
+    prompt: str = typer.Option(None, "--prompt", "-p", help="Answer one prompt and exit."),
+    preset: str = typer.Option(None, "--preset", help="greedy, beam or sample (default: recipe's chat.preset)."),
+    system: str = typer.Option(None, "--system", help="System prompt."),
+    base: bool = typer.Option(False, "--base", help="Talk to the untuned base model instead."),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Longest reply in tokens."),
+) -> None:
+    """Talk to a tuned model: a multi-turn REPL, or one answer with --prompt."""
+    from mothertongue.chat import ChatSession, repl
+
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    session = ChatSession(Path(run_dir), "base" if base else "tuned", preset, system, max_new_tokens)
+    if prompt is not None:
+        typer.echo(session.reply(prompt).text)
+    else:
+        repl(session)
+
+
+@ls_app.command("templates")
+def ls_templates() -> None:
+    """Chat templates shipped with mothertongue."""
+    from mothertongue import templates
+
+    for n in templates.names():
+        typer.echo(n)
+
+
+@ls_app.command("formats")
+def ls_formats() -> None:
+    """Source formats the ingest stage reads."""
+    from mothertongue.formats import FORMATS
+
+    for n in FORMATS.names():
+        typer.echo(f"{n:<14} {FORMATS.doc(n)}")
+
+
+@ls_app.command("stages")
+def ls_stages() -> None:
+    """Pipeline stages, in order."""
+    from mothertongue.runs import ORDER, STAGES
+
+    for n in ORDER:
+        typer.echo(f"{n:<10} {STAGES.doc(n)}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2 (MT_DEBUG=1 shows traces)."""
+    from mothertongue.config import RecipeError
+    from mothertongue.conversation import DataError
+    from mothertongue.registry import UnknownName
+    from mothertongue.runs import StageError
+
+    try:
+        app()
+    except (RecipeError, DataError, StageError, UnknownName, FileNotFoundError) as e:
+        if os.environ.get("MT_DEBUG"):
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,71 @@
+"""Generation shared by chat, evaluate and serve: same prompt rendering, same end-of-turn stop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRESETS = {
+    "greedy": {"do_sample": False, "num_beams": 1},
+    "beam": {"do_sample": False},  # num_beams and no_repeat_ngram_size come from the chat config
+    "sample": {"do_sample": True},
+}
+
+
+@dataclass
+class Reply:
+    text: str
+    ended: bool  # stopped at an end-of-turn token (not cut by max_new_tokens)
+    new_tokens: int
+
+
+def generation_kwargs(preset: str, chat_cfg=None, max_new_tokens: int = 256) -> dict:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    kw = dict(PRESETS[preset], max_new_tokens=max_new_tokens)
+    if preset == "beam":
+        kw["num_beams"] = chat_cfg.num_beams if chat_cfg else 4
+        kw["no_repeat_ngram_size"] = chat_cfg.no_repeat_ngram_size if chat_cfg else 3
+    if preset == "sample":
+        kw["temperature"] = chat_cfg.temperature if chat_cfg else 0.7
+        kw["top_p"] = chat_cfg.top_p if chat_cfg else 0.9
+    return kw
+
+
+def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def generate(model, tokenizer, conversations: list[list[dict]], stop_ids: list[int], batch_size: int = 16,
+             streamer=None, **gen_kwargs) -> list[Reply]:
+    """Answer each conversation (a list of messages ending with a user turn)."""
+    import torch
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    replies: list[Reply] = []
+    for start in range(0, len(conversations), batch_size):
+        batch = [prompt_ids(tokenizer, m) for m in conversations[start : start + batch_size]]
+        width = max(len(b) for b in batch)
+        input_ids = torch.tensor([[pad] * (width - len(b)) + b for b in batch], device=device)
+        attention = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch], device=device)
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                eos_token_id=stop_ids,
+                pad_token_id=pad,
+                streamer=streamer,
+                **gen_kwargs,
+            )
+        for row in out[:, width:].tolist():
+            ended = False
+            toks = []
+            for t in row:
+                if t in stop_ids:
+                    ended = True
+                    break
+                toks.append(t)
+            text = tokenizer.decode(toks, skip_special_tokens=True).strip()
+            replies.append(Reply(text, ended, len(toks)))
+    return replies

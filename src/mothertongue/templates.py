@@ -1,0 +1,175 @@
+"""Chat templates shipped with the project, and rendering with the loss mask built alongside.
+
+A conversation is rendered once with the template (the tokenizer's own by default, a shipped
+one by name, or a user .jinja file), and for every assistant turn the text span it owns is found
+by rendering the prefix *with the generation prompt*: the span is what the model must produce
+after exactly the prompt it will see at chat time, end-of-turn token included. If a template's
+generation prompt is not a prefix of its own training rendering, we say so instead of training
+a model that rambles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mothertongue.conversation import DataError
+
+GERMAN_PREAMBLE = "Es folgt eine Anweisung, die eine Aufgabe beschreibt. Schreibe eine passende Antwort."
+ALPACA_PREAMBLE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+)
+
+
+def _instruction_template(preamble: str, instr: str, resp: str) -> str:
+    # One preamble (or the system prompt in its place), then Instruction/Response blocks per turn.
+    return (
+        "{% if messages[0]['role'] == 'system' %}{% set pre = messages[0]['content'] %}"
+        "{% set loop_messages = messages[1:] %}{% else %}"
+        f"{{% set pre = {preamble!r} %}}{{% set loop_messages = messages %}}{{% endif %}}"
+        "{{ bos_token + pre }}"
+        "{% for message in loop_messages %}"
+        f"{{% if message['role'] == 'user' %}}{{{{ '\\n\\n### {instr}:\\n' + message['content'] + '\\n\\n### {resp}:\\n' }}}}"
+        "{% else %}{{ message['content'] + eos_token }}{% endif %}"
+        "{% endfor %}"
+    )
+
+
+# name -> (jinja source, end-of-turn token or None for eos_token, extra special tokens)
+TEMPLATES: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
+    "chatml": (
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content']"
+        " + '<|im_end|>' + '\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+        "<|im_end|>",
+        ("<|im_start|>", "<|im_end|>"),
+    ),
+    "llama2": (
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+        "{% set sys = '<<SYS>>\\n' + messages[0]['content'] + '\\n<</SYS>>\\n\\n' %}"
+        "{% else %}{% set loop_messages = messages %}{% set sys = '' %}{% endif %}"
+        "{% for message in loop_messages %}{% if message['role'] == 'user' %}"
+        "{{ bos_token + '[INST] ' + (sys if loop.first else '') + message['content'] + ' [/INST]' }}"
+        "{% else %}{{ ' ' + message['content'] + ' ' + eos_token }}{% endif %}{% endfor %}",
+        None,
+        (),
+    ),
+    "llama3": (
+        "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role']"
+        " + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}",
+        "<|eot_id|>",
+        ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+    ),
+    "mistral": (
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+        "{% set sys = messages[0]['content'] + '\\n\\n' %}{% else %}{% set loop_messages = messages %}"
+        "{% set sys = '' %}{% endif %}{{ bos_token }}{% for message in loop_messages %}"
+        "{% if message['role'] == 'user' %}{{ '[INST] ' + (sys if loop.first else '') + message['content'] + ' [/INST]' }}"
+        "{% else %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}",
+        None,
+        (),
+    ),
+    "gemma": (
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+        "{% set sys = messages[0]['content'] + '\\n\\n' %}{% else %}{% set loop_messages = messages %}"
+        "{% set sys = '' %}{% endif %}{{ bos_token }}{% for message in loop_messages %}"
+        "{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
+        "{{ '<start_of_turn>' + role + '\\n' + (sys if loop.first else '') + message['content'] + '<end_of_turn>\\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}",
+        "<end_of_turn>",
+        ("<start_of_turn>", "<end_of_turn>"),
+    ),
+    "zephyr": (
+        "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] + eos_token + '\\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}",
+        None,
+        (),
+    ),
+    "alpaca": (_instruction_template(ALPACA_PREAMBLE, "Instruction", "Response"), None, ()),
+    "anweisung": (_instruction_template(GERMAN_PREAMBLE, "Anweisung", "Antwort"), None, ()),
+}
+ALIASES = {"german": "anweisung", "de_instruct": "anweisung"}
+
+KNOWN_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+@dataclass
+class Template:
+    name: str
+    source: str  # jinja
+    end_of_turn: str | None  # None: the tokenizer's eos_token ends a turn
+    special_tokens: tuple[str, ...]
+
+
+def names() -> list[str]:
+    return sorted(TEMPLATES)
+
+
+def resolve(spec: str | None, tokenizer, base_dir: Path | None = None) -> Template:
+    """The template a build uses: named, a .jinja file, or the tokenizer's own (spec=None)."""
+    if spec is None:
+        own = getattr(tokenizer, "chat_template", None)
+        if not own:
+            raise DataError(
+                "the base model's tokenizer has no chat template; set build.template to one of "
+                f"{', '.join(names())} or to a .jinja file"
+            )
+        eot = next((t for t in KNOWN_END_OF_TURN if t in own), None)
+        return Template("tokenizer", own, eot, ())
+    key = ALIASES.get(spec, spec)
+    if key in TEMPLATES:
+        src, eot, special = TEMPLATES[key]
+        return Template(key, src, eot, special)
+    path = Path(spec)
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    if spec.endswith(".jinja") or path.exists():
+        if not path.exists():
+            raise DataError(f"build.template: file not found: {path}")
+        src = path.read_text(encoding="utf-8")
+        eot = next((t for t in KNOWN_END_OF_TURN if t in src), None)
+        return Template(path.name, src, eot, ())
+    import difflib
+
+    close = difflib.get_close_matches(spec, names(), n=2)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise DataError(f"build.template: unknown template {spec!r}; {hint}available: {', '.join(names())} or a .jinja file")
+
+
+def install(template: Template, tokenizer) -> list[str]:
+    """Put the template on the tokenizer and add the special tokens it needs; returns those added."""
+    missing = [t for t in template.special_tokens if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing})
+    tokenizer.chat_template = template.source
+    return missing
+
+
+def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+class TemplateMismatch(DataError):
+    pass
+
+
+def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """Render a conversation; return its text and the character span of every assistant turn.
+
+    A span starts where the generation prompt for that turn ends and runs through the end of the
+    turn (end-of-turn token included)."""
+    full = render(tokenizer, messages)
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prompt = render(tokenizer, messages[:i], add_generation_prompt=True)
+        upto = render(tokenizer, messages[: i + 1])
+        if not full.startswith(upto) or not upto.startswith(prompt):
+            raise TemplateMismatch(
+                f"chat template: the generation prompt for turn {i} is not a prefix of the training text; "
+                "a model trained on it would see a different prompt at chat time"
+            )
+        spans.append((len(prompt), len(upto)))
+    return full, spans
