@@ -70,14 +70,14 @@ ROWS = [("exact_match", "exact match", "{:.1%}"), ("chrf", "chrF", "{:.1f}"),
 
 def format_table(card: dict) -> str:
     models = [m for m in ("base", "tuned") if m in card["models"]]
-    lines = [f"| {"set":<14} | {'metric':<22} | " + " | ".join(f"{m:>8}" for m in models) + " |",
+    lines = [f"| {'set':<14} | {'metric':<22} | " + " | ".join(f"{m:>8}" for m in models) + " |",
              "|" + "-" * 16 + "|" + "-" * 24 + "|" + "|".join("-" * 10 for _ in models) + "|"]
     sets = list(card["models"]["tuned"])
     for s in sets:
         n = card["models"]["tuned"][s]["n"]
         for key, label, fmt in ROWS:
             vals = [fmt.format(card["models"][m][s][key]) for m in models]
-            lines.append(f"| {s + f" ({n})":<14} | {label:<22} | " + " | ".join(f"{v:>8}" for v in vals) + " |")
+            lines.append(f"| {s + ' (' + str(n) + ')':<14} | {label:<22} | " + " | ".join(f"{v:>8}" for v in vals) + " |")
     return "\n".join(lines)
 
 

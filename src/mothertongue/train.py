@@ -74,7 +74,7 @@ def sft_config(recipe: Recipe, out: Path, has_eval: bool):
         data_seed=recipe.seed,
         bf16=on_gpu and dtype == torch.bfloat16,
         fp16=on_gpu and dtype == torch.float16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,
         max_length=recipe.build.max_length,
         report_to=["tensorboard"],
         dataloader_num_workers=0,
