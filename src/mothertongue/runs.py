@@ -111,7 +111,7 @@ def _upstream(recipe: Recipe, name: str) -> list[str]:
         "train": ["build"],
         "evaluate": ["train", "build"],
     }
-    return deps[name]
+    return deps.get(name, [])
 
 
 def _relevant_config(recipe: Recipe, name: str) -> dict:
@@ -123,9 +123,7 @@ def _relevant_config(recipe: Recipe, name: str) -> dict:
             p = recipe.resolve_path(s.path)
             srcs.append(file_signature(p) if p.exists() else s.path)
         return {"ingest": d["ingest"], "files": srcs}
-    if name == "evaluate":
-        return {**common, "evaluate": d["evaluate"]}
-    return {**common, name: d[name]}
+    return {**common, name: d.get(name)}
 
 
 def fingerprint(recipe: Recipe, run: RunDir, name: str) -> str:

@@ -1,0 +1,69 @@
+"""Recipes are strict and their errors name what the user typed."""
+
+from __future__ import annotations
+
+import pytest
+
+from mothertongue.config import RecipeError, load_recipe
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "r.yaml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_unknown_key_names_dotted_path_and_suggests(tmp_path):
+    p = _write(tmp_path, "train:\n  learning_rat: 0.1\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p)
+    msg = str(e.value)
+    assert "unknown key train.learning_rat" in msg
+    assert "did you mean train.learning_rate" in msg
+    assert "\n" not in msg
+
+
+def test_unknown_top_level_key(tmp_path):
+    p = _write(tmp_path, "trian:\n  epochs: 1\n")
+    with pytest.raises(RecipeError, match=r"unknown key trian \(did you mean train\?\)"):
+        load_recipe(p)
+
+
+def test_bad_value_names_field(tmp_path):
+    p = _write(tmp_path, "train:\n  batch_size: 0\n")
+    with pytest.raises(RecipeError, match=r"train\.batch_size: must be greater than 0"):
+        load_recipe(p)
+
+
+def test_overrides_apply_and_are_strict(tmp_path):
+    p = _write(tmp_path, "ingest:\n  sources:\n    - path: a.txt\n")
+    r = load_recipe(p, ["train.epochs=7", "build.template=chatml", "ingest.sources.0.format=text"])
+    assert r.train.epochs == 7 and r.build.template == "chatml"
+    assert r.ingest.sources[0].format == "text"
+    assert r.resolve_path("a.txt") == tmp_path / "a.txt"
+    with pytest.raises(RecipeError, match="unknown key train.epoch "):
+        load_recipe(p, ["train.epoch=7"])
+    with pytest.raises(RecipeError, match="must look like stage.field=value"):
+        load_recipe(p, ["train.epochs"])
+    with pytest.raises(RecipeError, match="no list item '3'"):
+        load_recipe(p, ["ingest.sources.3.path=x"])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    p = _write(tmp_path, "train: [unclosed\n")
+    with pytest.raises(RecipeError, match=r"r\.yaml:\d+: not valid YAML"):
+        load_recipe(p)
+    p = _write(tmp_path, "- a\n- b\n")
+    with pytest.raises(RecipeError, match="must be a mapping"):
+        load_recipe(p)
+
+
+def test_every_shipped_recipe_loads():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
+    assert recipes
+    for r in recipes:
+        load_recipe(r)
