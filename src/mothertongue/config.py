@@ -32,7 +32,12 @@ class SourceConfig(Strict):
     format: str = Field("auto", description="Source format name (`mothertongue ls formats`), or auto.")
     name: str | None = Field(None, description="Short name used in ids and reports; default: file stem.")
     limit: int | None = Field(None, gt=0, description="Read at most this many records from the source.")
-    weight: float = Field(1.0, gt=0, description="Sampling weight when combining sources.")
+    weight: float = Field(
+        1.0, gt=0, description="Sampling weight: <1 keeps that share (chosen by id hash), >1 repeats records."
+    )
+    encoding: str | None = Field(
+        None, description="Text encoding of the file when not UTF-8 (e.g. latin-1, cp1252); UTF-16 is detected."
+    )
     options: dict[str, Any] = Field(
         default_factory=dict, description="Format-specific options; checked by the format adapter."
     )
@@ -61,11 +66,38 @@ class TranslateConfig(Strict):
 
 
 # ------------------------------------------------------------------------------ build
+class NativeSourceConfig(Strict):
+    """Native target-language text (Wikipedia, Gutenberg, your own) mixed into training."""
+
+    path: str = Field(description="A .txt file (documents separated by blank lines), .jsonl, or a Hugging Face dataset id / save_to_disk folder.")
+    field: str = Field("text", description="Column/key holding the text (jsonl and datasets).")
+    split: str = Field("train", description="Dataset split (Hugging Face datasets).")
+    config: str | None = Field(None, description="Dataset configuration name (Hugging Face datasets).")
+    limit: int | None = Field(None, gt=0, description="Read at most this many documents.")
+
+
+class MixConfig(Strict):
+    """Relative weights of the training mix; only parts that have data count (default: a third each)."""
+
+    instructions: float = Field(1.0, ge=0, description="(Translated) instruction conversations.")
+    translation: float = Field(1.0, ge=0, description="Translation tasks made from the translate stage's source/target pairs.")
+    native: float = Field(1.0, ge=0, description="Native text wrapped as 'continue this text' tasks.")
+
+
 class BuildConfig(Strict):
     template: str | None = Field(
         None, description="Chat template: None uses the tokenizer's own; or a shipped name (`mothertongue ls templates`) or a .jinja file."
     )
-    system_prompt: str | None = Field(None, description="System prompt added to every conversation.")
+    system_prompt: str | None = Field(
+        "auto",
+        description="auto: a natural system prompt in the target language; none/null: no system prompt; or your own text.",
+    )
+    system_prompt_variants: bool = Field(
+        False, description="Vary the auto system prompt across examples so the model does not depend on one string."
+    )
+    styles: dict[str, str] = Field(
+        default_factory=dict, description="Extra style tags -> instruction text (built-ins: funny, sad, pirate, angry, formal, ...)."
+    )
     loss_on: Literal["assistant", "last_assistant", "all"] = Field(
         "assistant", description="Which tokens are trained: all assistant turns, the last one, or everything."
     )
@@ -73,6 +105,15 @@ class BuildConfig(Strict):
     on_too_long: Literal["split", "drop"] = Field(
         "split", description="Longer examples are split at turn boundaries, or dropped (always counted)."
     )
+    translation_tasks: bool = Field(
+        True, description="Make translation tasks (both directions) from the translate stage's parallel pairs."
+    )
+    native: list[NativeSourceConfig] = Field(default_factory=list, description="Native target-language text sources.")
+    native_as: Literal["continue", "raw"] = Field(
+        "continue", description="continue: 'continue this text' tasks in the SFT mix; raw: build/text.jsonl for continued pretraining."
+    )
+    native_chunk_chars: int = Field(1500, ge=100, description="Native documents are cut into pieces of about this many characters.")
+    mix: MixConfig = Field(default_factory=MixConfig)
 
 
 # ------------------------------------------------------------------------------ train
@@ -88,46 +129,134 @@ class TinyModelConfig(Strict):
 
 
 class TrainConfig(Strict):
-    method: Literal["sft"] = Field("sft", description="Training method.")
-    adapter: Literal["full", "lora"] = Field("lora", description="full fine-tuning or a LoRA adapter.")
+    method: Literal["sft", "dpo", "orpo", "cpt"] = Field(
+        "sft",
+        description="sft: chat examples (assistant tokens trained); dpo/orpo: preference pairs "
+        "(build/preference.jsonl); cpt: continued pretraining on native text (build/text.jsonl).",
+    )
+    adapter: Literal["full", "lora", "qlora"] = Field(
+        "lora", description="full fine-tuning, a LoRA adapter, or LoRA on a 4/8-bit base (qlora, needs CUDA + bitsandbytes)."
+    )
+    qlora_bits: Literal[4, 8] = Field(4, description="Base-model quantization for adapter=qlora.")
     lora_r: int = Field(16, gt=0, description="LoRA rank.")
-    lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator.")
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: str | list[str] = Field("all-linear", description="Modules that get LoRA adapters.")
+    lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha/r, or alpha/sqrt(r) with rslora).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: str | list[str] = Field("all-linear", description="Modules that get LoRA adapters (all linear layers by default).")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    use_rslora: bool = Field(False, description="Rank-stabilised LoRA scaling alpha/sqrt(r).")
+    train_embeddings: bool = Field(
+        False, description="Also train input embeddings and LM head (useful for cpt on a new language)."
+    )
+    embedding_learning_rate: float | None = Field(
+        None, gt=0, description="Learning rate for embeddings and LM head when train_embeddings (default: learning_rate / 10)."
+    )
+    beta: float = Field(0.1, gt=0, description="dpo: KL strength; orpo: weight of the odds-ratio term.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training data.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
-    learning_rate: float = Field(2e-4, gt=0)
+    learning_rate: float | None = Field(
+        None, gt=0, description="Peak learning rate; default per method and adapter (e.g. sft+lora 2e-4, full 2e-5, dpo 5e-6)."
+    )
     batch_size: int = Field(4, gt=0, description="Examples per device per step.")
     grad_accum: int = Field(1, gt=0, description="Gradient accumulation steps.")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    scheduler: str = Field("cosine", description="Learning-rate schedule (transformers name).")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps with linear warmup.")
+    scheduler: str = Field("cosine", description="Learning-rate schedule after warmup (transformers name).")
     weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
     logging_steps: int = Field(10, gt=0)
     save_steps: int = Field(200, gt=0, description="Checkpoint every N steps (resume point).")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 where the hardware supports it on GPU, else fp32."
+    eval_steps: int | None = Field(None, gt=0, description="Evaluate on dev every N steps (default: save_steps).")
+    padding_free: bool = Field(
+        True, description="Concatenate each batch into one sequence (no pad tokens computed); sft/cpt."
     )
-    gradient_checkpointing: bool = Field(False)
+    packing: bool = Field(
+        False, description="Pack examples into max_length bins (best-fit decreasing); implies padding_free."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="auto: bf16 on GPUs that support it (else fp16); on CPU bf16 autocast when the CPU has "
+        "native bf16 (AVX512-BF16/AMX), else fp32. Weights stay fp32 on CPU.",
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward (less memory, ~30% slower).")
     trust_remote_code: bool = Field(False, description="Run model code from the hub. Off unless you trust it.")
 
 
 # --------------------------------------------------------------------- evaluate, chat
+class JudgeConfig(Strict):
+    """Optional LLM judge comparing base and tuned replies pairwise (off by default)."""
+
+    enabled: bool = Field(False, description="Ask a judge model which reply is better, base or tuned.")
+    model: str | None = Field(None, description="Judge: a local path or hub id of a chat model, or the model name at `endpoint`.")
+    endpoint: str | None = Field(None, description="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1); empty: load `model` locally.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's API key (if any).")
+    max_prompts: int = Field(40, gt=0, description="Judge at most this many prompts (each is asked twice, A/B swapped).")
+
+
 class EvaluateConfig(Strict):
-    enabled: bool = Field(True)
-    max_new_tokens: int = Field(128, gt=0)
-    preset: Literal["greedy", "beam", "sample"] = Field("greedy")
+    enabled: bool = Field(True, description="Run the evaluate stage as part of `mothertongue run`.")
+    max_new_tokens: int = Field(128, gt=0, description="Longest reply in tokens.")
+    preset: Literal["greedy", "beam", "sample"] = Field("greedy", description="Decoding preset (as in chat).")
+    batch_size: int = Field(16, gt=0, description="Prompts generated together.")
     compare_base: bool = Field(True, description="Also score the untuned base model on the same prompts.")
-    max_prompts: int | None = Field(None, gt=0, description="Score at most this many prompts.")
+    max_prompts: int | None = Field(None, gt=0, description="Score at most this many held-out prompts.")
     train_sample: int = Field(100, ge=0, description="Also measure recall on this many training examples.")
+    suites: list[str] = Field(
+        default_factory=lambda: ["de", "en"],
+        description="Prompt suites for fidelity and behaviour: shipped names (de, en) or .jsonl / .txt files.",
+    )
+    suite_max_prompts: int | None = Field(None, gt=0, description="Use at most this many prompts of each suite.")
+    expect_reply_in: Literal["prompt", "target"] = Field(
+        "prompt", description="prompt: a reply should be in the prompt's language; target: always in `language`."
+    )
+    fidelity_languages: list[str] = Field(
+        default_factory=lambda: ["en", "fr", "es", "it", "nl"],
+        description="Candidate languages for language id besides the target (more load slower).",
+    )
+    min_letters: int = Field(10, ge=1, description="Replies/sentences with fewer letters are too short to judge.")
+    perplexity_file: str | None = Field(
+        None, description="Held-out target-language text (.txt one text per line, or .jsonl with `text`); default: held-out answers."
+    )
+    parallel_file: str | None = Field(
+        None, description="Parallel file to score the model as translator: .tsv `source<TAB>reference` or .jsonl {source, reference}."
+    )
+    translate_prompt: str = Field(
+        "Translate the following text into {language}:\n\n{source}", description="Prompt for the parallel file."
+    )
+    lm_eval_tasks: list[str] = Field(
+        default_factory=lambda: ["arc_de", "hellaswag_de", "m_mmlu_de", "truthfulqa_de_mc2", "belebele_deu_Latn", "xnli_de"],
+        description="lm-evaluation-harness tasks in the target language (run when `benchmarks` is on).",
+    )
+    lm_eval_english_tasks: list[str] = Field(
+        default_factory=lambda: ["arc_easy", "hellaswag", "truthfulqa_mc2", "belebele_eng_Latn"],
+        description="English lm-eval tasks, to show regression.",
+    )
+    benchmarks: bool = Field(False, description="Run the lm-eval tasks (needs `pip install lm-eval` and the datasets).")
+    lm_eval_limit: int | None = Field(None, gt=0, description="At most this many examples per lm-eval task.")
+    html: bool = Field(True, description="Also write scorecard.html with plots.")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
 
 class ChatConfig(Strict):
-    preset: Literal["greedy", "beam", "sample"] = Field("greedy")
-    max_new_tokens: int = Field(256, gt=0)
-    temperature: float = Field(0.7, gt=0)
-    top_p: float = Field(0.9, gt=0, le=1)
-    num_beams: int = Field(4, gt=0)
-    no_repeat_ngram_size: int = Field(3, ge=0)
+    preset: Literal["greedy", "beam", "sample"] = Field(
+        "greedy", description="greedy (deterministic), beam (beam search), sample (temperature/top-p)."
+    )
+    max_new_tokens: int = Field(256, gt=0, description="Longest reply in tokens.")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature (preset sample).")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling mass (preset sample).")
+    num_beams: int = Field(4, gt=0, description="Beams (preset beam).")
+    no_repeat_ngram_size: int = Field(3, ge=0, description="Ban repeated n-grams of this size (preset beam; 0: off).")
+
+
+class ServeConfig(Strict):
+    """`mothertongue serve`: the OpenAI-compatible HTTP server."""
+
+    host: str = Field("127.0.0.1", description="Address to bind; loopback unless you mean to expose it.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port.")
+    model_name: str | None = Field(None, description="Model id the API reports; default: the recipe name.")
+    max_request_bytes: int = Field(1_000_000, gt=0, description="Larger request bodies get HTTP 413.")
+    max_new_tokens_limit: int = Field(1024, gt=0, description="Largest max_tokens a request may ask for.")
+    max_prompt_tokens: int | None = Field(None, gt=0, description="Longest prompt; default: what fits the context.")
+    max_batch_size: int = Field(8, gt=0, description="Queued non-streaming requests answered in one batch.")
+    max_queue: int = Field(256, gt=0, description="Requests waiting at once; more get HTTP 503.")
 
 
 class Recipe(Strict):
@@ -143,6 +272,7 @@ class Recipe(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     # Not part of the file: where it came from, so relative paths resolve against it.
     base_dir: str = Field(".", exclude=True, description="Directory of the recipe file.")

@@ -21,6 +21,7 @@ from pathlib import Path
 from mothertongue.config import Recipe
 from mothertongue.conversation import Conversation, DataError, PreferencePair, write_jsonl
 from mothertongue.formats import FORMATS, IngestReport, detect_format
+from mothertongue.registry import UnknownName
 from mothertongue.runs import RunDir, atomic_write_json
 
 SPLITS = ("train", "dev", "test")
@@ -30,7 +31,7 @@ def _split_of(conv: Conversation, dev: float, test: float) -> str:
     explicit = conv.meta.get("split")
     if explicit in SPLITS:
         return explicit
-    u = int(hashlib.sha256(conv.id.encode()).hexdigest()[:12], 16) / 16**12
+    u = _hash01(conv.meta.get("copy_of", conv.id))
     if u < test:
         return "test"
     if u < test + dev:
@@ -41,18 +42,31 @@ def _split_of(conv: Conversation, dev: float, test: float) -> str:
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
 
 
-def _dedup_key(conv: Conversation, mode: str) -> str:
-    text = "\x1e".join(f"{m.role}\x1f{m.content}" for m in conv.messages)
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = " ".join(text.split())
-    if mode == "near":
-        text = _PUNCT.sub(" ", text)
-        text = " ".join(text.split())
-    return hashlib.sha1(text.encode()).hexdigest()
+def _norm(conv: Conversation | PreferencePair) -> str:
+    if isinstance(conv, PreferencePair):
+        parts = [f"{m.role}\x1f{m.content}" for m in conv.prompt] + [conv.chosen, "\x1d", conv.rejected]
+        return "\x1e".join(parts)
+    return "\x1e".join(f"{m.role}\x1f{m.content}" for m in conv.messages)
 
 
-def _histogram(values: list[int]) -> dict[str, int]:
-    edges = [0, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
+def _dedup_keys(conv: Conversation | PreferencePair, near: bool) -> tuple[bytes, bytes | None]:
+    """(exact key, near key): exact is the text as is; near ignores case, Unicode form,
+    whitespace and punctuation ("Hallo, Welt!" == "hallo welt")."""
+    text = _norm(conv)
+    exact = hashlib.sha1(text.encode()).digest()
+    if not near:
+        return exact, None
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    text = " ".join(_PUNCT.sub(" ", text.casefold()).split())
+    return exact, hashlib.sha1(text.encode()).digest()
+
+
+def _hash01(s: str, salt: str = "") -> float:
+    return int(hashlib.sha256((salt + s).encode()).hexdigest()[:12], 16) / 16**12
+
+
+def _histogram(values: list[int], edges=(0, 64, 128, 256, 512, 1024, 2048, 4096, 8192)) -> dict[str, int]:
     out: Counter[str] = Counter()
     for v in values:
         lo = max(e for e in edges if e <= v)
@@ -61,53 +75,115 @@ def _histogram(values: list[int]) -> dict[str, int]:
     return {k: out[k] for k in sorted(out, key=lambda s: int(s.split("-")[0].rstrip("+")))}
 
 
-def read_sources(recipe: Recipe, report: IngestReport) -> tuple[list[Conversation], list[PreferencePair]]:
-    convs: list[Conversation] = []
+def _where(r: Conversation | PreferencePair) -> str:
+    m = r.meta
+    if "line" in m:
+        return f"{m.get('file', r.source)}:{m['line']}"
+    if "row" in m:
+        return f"{m.get('file', r.source)} row {m['row']}"
+    return m.get("file", r.source)
+
+
+def read_sources(
+    recipe: Recipe, report: IngestReport, per_source: list[dict] | None = None
+) -> tuple[list[list[Conversation]], list[PreferencePair]]:
+    """Every source read, converted and validated: conversations per source, and all pairs."""
+    per_source = per_source if per_source is not None else []
+    convs: list[list[Conversation]] = []
     pairs: list[PreferencePair] = []
     if not recipe.ingest.sources:
         raise DataError("ingest.sources is empty: add at least one source (path and format)")
+    default_lang = recipe.translate.source_lang if recipe.translate.enabled else None
     for i, src in enumerate(recipe.ingest.sources):
         path = recipe.resolve_path(src.path)
-        if not path.exists():
+        if not path.exists() and src.format != "hf":
             raise DataError(f"ingest.sources.{i}.path: file not found: {path}")
-        fmt = src.format
+        fmt, why = src.format, "given"
         if fmt == "auto":
             fmt, why = detect_format(path, FORMATS)
             report.notes.append(f"{path}: format auto -> {fmt} ({why})")
-        adapter = FORMATS.get(fmt)(src, src.options)
+        try:
+            adapter = FORMATS.get(fmt)(src, src.options)
+        except UnknownName as e:
+            raise DataError(f"ingest.sources.{i}.format: {e}") from None
+        read_before, skipped_before = report.read, sum(report.skipped.values())
+        mine: list[Conversation] = []
         n = 0
         for rec in adapter.read(path, report):
             if src.limit is not None and n >= src.limit:
                 report.notes.append(f"{path}: stopped after limit={src.limit} records")
                 break
-            where = f"{path}:{rec.meta.get('line', '?')}"
             try:
                 rec.validate()
             except DataError as e:
-                report.bad(where, "invalid conversation", str(e))
+                report.bad(_where(rec), "invalid conversation", str(e))
                 continue
             if rec.lang is None:
-                rec.lang = recipe.translate.source_lang if recipe.translate.enabled else None
-            (pairs if isinstance(rec, PreferencePair) else convs).append(rec)
+                rec.lang = default_lang
+            (pairs if isinstance(rec, PreferencePair) else mine).append(rec)
             n += 1
+        convs.append(mine)
+        per_source.append({
+            "name": adapter.src_name, "path": str(path), "format": fmt, "detected": why if src.format == "auto" else None,
+            "read": report.read - read_before, "conversations": len(mine), "pairs": n - len(mine),
+            "skipped": sum(report.skipped.values()) - skipped_before, "weight": src.weight,
+        })
     return convs, pairs
+
+
+def _dedup(records: list, mode: str, report: IngestReport, seen_exact: set, seen_near: set) -> list:
+    if mode == "none":
+        return records
+    kept = []
+    near = mode == "near"
+    for r in records:
+        exact, nkey = _dedup_keys(r, near)
+        if exact in seen_exact:
+            report.skip(_where(r), "duplicate (exact)")
+            continue
+        if near and nkey in seen_near:
+            report.skip(_where(r), "duplicate (near: same normalised text)")
+            continue
+        seen_exact.add(exact)
+        if near:
+            seen_near.add(nkey)
+        kept.append(r)
+    return kept
+
+
+def _weighted(convs: list[Conversation], weight: float, report: IngestReport) -> list[Conversation]:
+    """weight < 1 keeps that share, weight > 1 adds copies; chosen by id hash, so reproducible
+    and stable when other sources change. Copies share their original's split (no leakage)."""
+    if weight == 1.0:
+        return convs
+    out: list[Conversation] = []
+    whole, frac = int(weight), weight - int(weight)
+    for c in convs:
+        copies = whole + (1 if frac and _hash01(c.id, "weight") < frac else 0)
+        if copies == 0:
+            report.skip(_where(c), f"sampled out (weight={weight})")
+            continue
+        out.append(c)
+        for k in range(1, copies):
+            meta = {**c.meta, "copy_of": c.id}
+            out.append(Conversation(f"{c.id}~{k}", c.messages, c.lang, c.source, list(c.tags), meta))
+    if weight > 1:
+        report.notes.append(f"{convs[0].source if convs else '?'}: weight={weight} added {len(out) - len(convs)} copies")
+    return out
 
 
 def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
     cfg = recipe.ingest
     report = IngestReport(on_error=cfg.on_error)
-    convs, pairs = read_sources(recipe, report)
+    per_source: list[dict] = []
+    by_source, pairs = read_sources(recipe, report, per_source)
 
+    seen_exact: set = set()
+    seen_near: set = set()
     kept: list[Conversation] = []
-    seen: set[str] = set()
-    for c in convs:
-        if cfg.dedup != "none":
-            key = _dedup_key(c, cfg.dedup)
-            if key in seen:
-                report.skip(f"{c.meta.get('file', c.source)}:{c.meta.get('line', '?')}", f"duplicate ({cfg.dedup})")
-                continue
-            seen.add(key)
-        kept.append(c)
+    for src, convs in zip(cfg.sources, by_source):
+        kept += _weighted(_dedup(convs, cfg.dedup, report, seen_exact, seen_near), src.weight, report)
+    pairs = _dedup(pairs, cfg.dedup, report, set(), set())
     report.converted = len(kept) + len(pairs)
 
     by_split: dict[str, list[Conversation]] = {s: [] for s in SPLITS}
@@ -120,8 +196,11 @@ def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
     summary = report.to_dict()
     summary["splits"] = {s: len(v) for s, v in by_split.items()}
     summary["pairs"] = len(pairs)
-    summary["languages"] = dict(Counter(c.lang or "unknown" for c in kept))
-    summary["turns"] = dict(Counter(str(len(c.messages)) for c in kept))
+    summary["sources"] = per_source
+    summary["languages"] = dict(Counter(c.lang or "unknown" for c in kept).most_common())
+    summary["message_languages"] = dict(
+        Counter(m.lang or c.lang or "unknown" for c in kept for m in c.messages).most_common())
+    summary["turns"] = {str(k): v for k, v in sorted(Counter(len(c.messages) for c in kept).items())}
     summary["chars_histogram"] = _histogram([sum(len(m.content) for m in c.messages) for c in kept])
     atomic_write_json(out / "report.json", summary)
     print(format_report(summary))
@@ -133,8 +212,18 @@ def format_report(s: dict) -> str:
         f"[ingest] read {s['read']} records, converted {s['converted']} "
         f"(train {s['splits']['train']}, dev {s['splits']['dev']}, test {s['splits']['test']}, pairs {s['pairs']})"
     ]
+    for src in s.get("sources", []):
+        how = f"auto: {src['detected']}" if src.get("detected") else "given"
+        lines.append(f"  source {src['name']} [{src['format']}, {how}]: read {src['read']}, "
+                     f"{src['conversations']} conversations, {src['pairs']} pairs, {src['skipped']} skipped")
     for reason, n in sorted(s["skipped"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  skipped {n} x {reason}, e.g. {s['examples'][reason][0]}")
+    langs = ", ".join(f"{k} {v}" for k, v in list(s.get("languages", {}).items())[:8])
+    if langs:
+        lines.append(f"  languages: {langs}")
+    turns = ", ".join(f"{k}: {v}" for k, v in s.get("turns", {}).items())
+    if turns:
+        lines.append(f"  messages per conversation: {turns}")
     for note in s["notes"]:
         lines.append(f"  note: {note}")
     return "\n".join(lines)

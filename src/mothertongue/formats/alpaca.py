@@ -1,0 +1,65 @@
+"""Alpaca: `{instruction, input, output}` records, as a JSON list or JSONL.
+
+    mothertongue ingest recipe.yaml      # with  sources: [{path: alpaca_data.json, format: alpaca}]
+
+Source (the first row of Stanford Alpaca's `alpaca_data.json`)::
+
+    {"instruction": "Give three tips for staying healthy.", "input": "",
+     "output": "1.Eat a balanced diet and make sure to include plenty of fruits and vegetables. \\n2. ..."}
+
+becomes::
+
+    Conversation(id="alpaca-5c1e…", source="alpaca", meta={"file": "alpaca_data.json", "line": 2},
+                 messages=[Message("user", "Give three tips for staying healthy."),
+                           Message("assistant", "1.Eat a balanced diet and make sure ...\\n2. ...")])
+
+A non-empty `input` is appended to the instruction after a blank line (`options.input_join`). The
+optional fields of Alpaca variants are kept: `system` becomes a system message, `history`
+(`[[question, answer], ...]`, LLaMA-Factory style) becomes earlier turns; any other field goes to
+`meta["extra"]`. Missing or empty `instruction`/`output` is a bad record naming file, line, field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from mothertongue.conversation import Conversation, Message
+from mothertongue.formats.base import Adapter, IngestReport, clean, stable_id
+
+
+class AlpacaAdapter(Adapter):
+    name = "alpaca"
+    option_names = ("lang", "input_join", "system")
+    required = ("instruction", "output")
+    _used = ("instruction", "input", "output", "system", "history")
+
+    def convert(self, obj: Any, loc: str, report: IngestReport) -> Iterator[Conversation]:
+        got = self.fields(obj, loc, report, self.required)
+        if got is None:
+            return
+        instruction, output = got
+        inp = obj.get("input")
+        user = instruction
+        if inp:
+            inp = clean(inp)
+            if inp.strip():
+                user = f"{instruction}{self.options.get('input_join', chr(10) * 2)}{inp}"
+        messages: list[Message] = []
+        system = obj.get("system") or self.options.get("system")
+        if system:
+            messages.append(Message("system", clean(system)))
+        history = obj.get("history") or []
+        if not isinstance(history, list) or not all(isinstance(h, (list, tuple)) and len(h) == 2 for h in history):
+            report.bad(loc, "bad field history", "field 'history' must be a list of [question, answer] pairs")
+            return
+        for q, a in history:
+            messages += [Message("user", clean(q)), Message("assistant", clean(a))]
+        messages += [Message("user", user), Message("assistant", output)]
+        yield Conversation(
+            id=stable_id(self.src_name, instruction, inp or "", output),
+            messages=messages,
+            lang=self.options.get("lang"),
+            source=self.src_name,
+            meta=self.meta_of(obj, loc, self._used),
+        )
