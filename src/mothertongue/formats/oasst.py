@@ -233,13 +233,14 @@ class OasstAdapter(Adapter):
                     prompt.append(p)
                     p = parent_of.get(p.id)
                 prompt.reverse()
+                prompt_msgs = [Message(x.role, x.text, x.lang) for x in prompt]
                 for worse in answers[1:]:
                     if worse.rank == best.rank:
                         continue
                     used.update((best.id, worse.id))
                     yield PreferencePair(
                         id=f"{self.src_name}-{best.id}-{worse.id}",
-                        prompt=[Message(x.role, x.text, x.lang) for x in prompt],
+                        prompt=list(prompt_msgs),
                         chosen=best.text, rejected=worse.text, lang=prompt[0].lang or self.options.get("lang"),
                         source=self.src_name,
                         meta={**loc_meta(m.loc.split(" message ")[0]), "message_tree_id": prompt[0].tree,
