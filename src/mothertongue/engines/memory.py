@@ -1,0 +1,70 @@
+"""Translation memory: an embedded SQLite database of every segment ever translated.
+
+    python -m mothertongue.cli merge-memory runs/x/translate-memory.sqlite runs/x/*.shard*.sqlite
+
+Key: (engine settings, model, source language, target language, segment text). Each batch is
+committed as one transaction (WAL journal), so a kill loses at most the batch in flight and a
+rerun asks the memory what is missing; identical segments anywhere in a dataset are one row.
+Rows carry the quality-gate status ("ok", "retried", or "flagged:<reasons>").
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tm (
+  engine TEXT NOT NULL, model TEXT NOT NULL, src TEXT NOT NULL, tgt TEXT NOT NULL,
+  source TEXT NOT NULL, target TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'ok',
+  PRIMARY KEY (engine, model, src, tgt, source)
+)
+"""
+
+
+class Memory:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), timeout=60)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(SCHEMA)
+        self.db.commit()
+
+    def get_many(self, engine: str, model: str, src: str, tgt: str, sources: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """source -> (target, status) for the sources already translated."""
+        out: dict[str, tuple[str, str]] = {}
+        sources = list(sources)
+        q = "SELECT source, target, status FROM tm WHERE engine=? AND model=? AND src=? AND tgt=? AND source IN ({})"
+        for i in range(0, len(sources), 500):
+            chunk = sources[i : i + 500]
+            rows = self.db.execute(q.format(",".join("?" * len(chunk))), (engine, model, src, tgt, *chunk))
+            out.update({s: (t, st) for s, t, st in rows})
+        return out
+
+    def put_many(self, engine: str, model: str, src: str, tgt: str, rows: Iterable[tuple[str, str, str]]) -> None:
+        """Store (source, target, status) rows in one transaction."""
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO tm (engine, model, src, tgt, source, target, status) VALUES (?,?,?,?,?,?,?)",
+                [(engine, model, src, tgt, s, t, st) for s, t, st in rows],
+            )
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM tm").fetchone()[0]
+
+    def merge_from(self, other: Path | str) -> int:
+        """Copy every row of another memory in (existing rows win); returns rows added."""
+        before = self.count()
+        self.db.execute("ATTACH DATABASE ? AS other", (str(other),))
+        try:
+            with self.db:
+                self.db.execute("INSERT OR IGNORE INTO tm SELECT engine, model, src, tgt, source, target, status FROM other.tm")
+        finally:
+            self.db.execute("DETACH DATABASE other")
+        return self.count() - before
+
+    def close(self) -> None:
+        self.db.close()
