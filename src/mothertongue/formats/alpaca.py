@@ -32,34 +32,46 @@ class AlpacaAdapter(Adapter):
     name = "alpaca"
     option_names = ("lang", "input_join", "system")
     required = ("instruction", "output")
-    _used = ("instruction", "input", "output", "system", "history")
+    _used = frozenset(("instruction", "input", "output", "system", "history"))
+
+    def __init__(self, source, options=None):
+        super().__init__(source, options)
+        self.join = self.options.get("input_join", "\n\n")
+        self.lang = self.options.get("lang")
+        self.system = self.options.get("system")
 
     def convert(self, obj: Any, loc: str, report: IngestReport) -> Iterator[Conversation]:
-        got = self.fields(obj, loc, report, self.required)
-        if got is None:
-            return
-        instruction, output = got
+        instruction = obj.get("instruction") if isinstance(obj, dict) else None
+        output = obj.get("output") if instruction is not None else None
+        if not (type(instruction) is str and type(output) is str and instruction.strip() and output.strip()):
+            got = self.fields(obj, loc, report, self.required)  # the slow path names the problem
+            if got is None:
+                return
+            instruction, output = got
+        elif "\r" in instruction or "\r" in output:
+            instruction, output = clean(instruction), clean(output)
         inp = obj.get("input")
         user = instruction
         if inp:
             inp = clean(inp)
             if inp.strip():
-                user = f"{instruction}{self.options.get('input_join', chr(10) * 2)}{inp}"
+                user = f"{instruction}{self.join}{inp}"
         messages: list[Message] = []
-        system = obj.get("system") or self.options.get("system")
+        system = obj.get("system") or self.system
         if system:
             messages.append(Message("system", clean(system)))
-        history = obj.get("history") or []
-        if not isinstance(history, list) or not all(isinstance(h, (list, tuple)) and len(h) == 2 for h in history):
-            report.bad(loc, "bad field history", "field 'history' must be a list of [question, answer] pairs")
-            return
-        for q, a in history:
-            messages += [Message("user", clean(q)), Message("assistant", clean(a))]
+        history = obj.get("history")
+        if history:
+            if not isinstance(history, list) or not all(isinstance(h, (list, tuple)) and len(h) == 2 for h in history):
+                report.bad(loc, "bad field history", "field 'history' must be a list of [question, answer] pairs")
+                return
+            for q, a in history:
+                messages += [Message("user", clean(q)), Message("assistant", clean(a))]
         messages += [Message("user", user), Message("assistant", output)]
         yield Conversation(
             id=stable_id(self.src_name, instruction, inp or "", output),
             messages=messages,
-            lang=self.options.get("lang"),
+            lang=self.lang,
             source=self.src_name,
             meta=self.meta_of(obj, loc, self._used),
         )
