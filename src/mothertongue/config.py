@@ -48,7 +48,11 @@ class IngestConfig(Strict):
     on_error: Literal["stop", "skip"] = Field(
         "stop", description="stop: the first bad record aborts before anything is written; skip: count and list it."
     )
-    dedup: Literal["none", "exact", "near"] = Field("exact", description="Duplicate removal.")
+    dedup: Literal["none", "exact", "near"] = Field(
+        "exact",
+        description="Duplicate removal across sources: exact (identical texts) or near (also equal after "
+        "case, Unicode form, whitespace and punctuation are normalised); every removal is counted.",
+    )
     dev_fraction: float = Field(0.0, ge=0, lt=1, description="Share of conversations held out as dev.")
     test_fraction: float = Field(0.0, ge=0, lt=1, description="Share held out as test (evaluation).")
 
