@@ -1,0 +1,62 @@
+"""lm-evaluation-harness benchmarks folded into the scorecard (only when `lm-eval` is installed).
+
+    pip install lm-eval
+    mothertongue evaluate runs/myrun evaluate.benchmarks=true evaluate.lm_eval_limit=200 --force
+
+Runs `evaluate.lm_eval_tasks` (target language, default German: arc_de, hellaswag_de, m_mmlu_de,
+truthfulqa_de_mc2, belebele_deu_Latn, xnli_de) and `evaluate.lm_eval_english_tasks` (to show
+regression in English) on the in-memory model through lm-eval's own `HFLM` wrapper and
+`simple_evaluate`. Each task contributes its main score (acc_norm, else acc, else the first
+numeric metric) to the sets `lm-eval <lang>` and `lm-eval en` of the scorecard. The datasets come
+from the Hugging Face hub (or its cache); without lm-eval the scorecard says so and goes on.
+"""
+
+from __future__ import annotations
+
+PREFERRED = ("acc_norm,none", "acc,none", "mc2,none", "exact_match,none", "f1,none")
+
+
+def main_score(metrics: dict) -> tuple[str, float] | None:
+    """The headline number of one lm-eval task result (its stderr entries are skipped)."""
+    for key in PREFERRED:
+        if isinstance(metrics.get(key), (int, float)):
+            return key.split(",")[0], float(metrics[key])
+    for key, v in metrics.items():
+        if isinstance(v, (int, float)) and "stderr" not in key and key != "alias":
+            return key.split(",")[0], float(v)
+    return None
+
+
+def fold_results(results: dict, tasks: list[str]) -> dict:
+    out: dict = {"n": 0}
+    for task in tasks:
+        got = main_score(results.get(task, {}))
+        if got is not None:
+            out[f"{task} ({got[0]})"] = got[1]
+            out["n"] += 1
+    return out
+
+
+def run_benchmarks(model, tokenizer, recipe) -> tuple[dict, str]:
+    """({set: {task: score}}, note). Never raises for a missing lm-eval; says what happened instead."""
+    try:
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+    except ImportError:
+        return {}, "skipped: lm-eval is not installed (pip install lm-eval)"
+    cfg = recipe.evaluate
+    if hasattr(model, "merge_and_unload"):  # a LoRA adapter: lm-eval wants a plain model
+        model = model.merge_and_unload()
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
+    out, notes = {}, []
+    for label, tasks in ((f"lm-eval {recipe.language}", cfg.lm_eval_tasks), ("lm-eval en", cfg.lm_eval_english_tasks)):
+        if not tasks:
+            continue
+        try:
+            res = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), limit=cfg.lm_eval_limit, log_samples=False)
+        except Exception as e:  # a missing dataset or unknown task must not lose the rest of the scorecard
+            notes.append(f"{label} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            continue
+        out[label] = fold_results(res.get("results", {}), list(tasks))
+        notes.append(f"{label}: {out[label]['n']}/{len(tasks)} tasks" + (f", limit {cfg.lm_eval_limit}" if cfg.lm_eval_limit else ""))
+    return out, "; ".join(notes)

@@ -1,0 +1,143 @@
+"""Language fidelity: is a reply written in the language it should be in, and does it stay there?
+
+    from mothertongue.metrics.fidelity import FidelityJudge, fidelity_scores
+    judge = FidelityJudge("de", others=["en", "fr"])
+    j = judge.judge("Hallo! Wie geht es dir? I am fine, thank you very much.")
+    fidelity_scores([j], ["de"])   # reply-level and per-sentence shares
+
+Judged with lingua (a real n-gram language identifier) over a fixed set of candidate languages
+(the target, English and a few neighbours; more candidates load slower). Before judging, what is
+not prose in any language is stripped: fenced and indented code, inline code, URLs, e-mail
+addresses, quoted lines (`> ...`) and text in quotation marks (quoted source text, e.g. the phrase
+the user asked to translate). A reply with fewer than `min_letters` letters left is counted as
+too short to judge, separately, instead of being guessed. Per sentence (pysbd splits), so a
+reply that drifts into English halfway shows up even when its majority language is right.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+_FENCED = re.compile(r"(```|~~~).*?(\1|\Z)", re.S)
+_INDENTED = re.compile(r"^(?: {4}|\t).*$", re.M)
+_INLINE = re.compile(r"`[^`\n]*`")
+_URL = re.compile(r"(?:https?://|ftp://|www\.)\S+", re.I)
+_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
+_QUOTE_LINE = re.compile(r"^\s*>.*$", re.M)
+# „…“ (German), “…” and "…" (English), «…» / »…« (French, German books), '…' kept out on purpose:
+# apostrophes (it's, geht's) would pair up across whole sentences.
+_QUOTED = re.compile(r"„[^“”\"\n]{0,300}[“”\"]|“[^”\n]{0,300}”|\"[^\"\n]{0,300}\"|«[^»\n]{0,300}»|»[^«\n]{0,300}«")
+_LETTER = re.compile(r"[^\W\d_]", re.U)
+
+
+def strip_non_prose(text: str) -> str:
+    """Remove code, URLs, addresses and quoted text; what is left is judged for its language."""
+    for rx in (_FENCED, _INLINE, _URL, _EMAIL, _QUOTE_LINE, _QUOTED):
+        text = rx.sub(" ", text)
+    text = _INDENTED.sub(" ", text)
+    return re.sub(r"[ \t]+", " ", text).strip()
+
+
+def letters(text: str) -> int:
+    return len(_LETTER.findall(text))
+
+
+@dataclass
+class Judgement:
+    """One reply: its language (None: too short to judge) and each judgeable sentence's language."""
+
+    lang: str | None
+    sentences: list[str] = field(default_factory=list)
+    short_sentences: int = 0
+
+
+@lru_cache(maxsize=4)
+def _detector(codes: tuple[str, ...]):
+    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+    langs = []
+    for c in codes:
+        iso = getattr(IsoCode639_1, c.upper(), None)
+        if iso is None:
+            raise ValueError(f"language {c!r} is not known to the language identifier (lingua); use an ISO 639-1 code")
+        langs.append(Language.from_iso_code_639_1(iso))
+    # Preloading loads all language models in parallel; lazy loading would do it one by one.
+    return LanguageDetectorBuilder.from_languages(*langs).with_preloaded_language_models().build()
+
+
+def language_name(code: str) -> str:
+    """English name of an ISO 639-1 code ("de" -> "German"), for prompts and reports."""
+    from lingua import IsoCode639_1, Language
+
+    iso = getattr(IsoCode639_1, code.upper(), None)
+    return Language.from_iso_code_639_1(iso).name.title() if iso is not None else code
+
+
+class FidelityJudge:
+    """Detects the language of replies and of their sentences among a fixed set of candidates."""
+
+    def __init__(self, target: str, others: list[str] | tuple[str, ...] = ("en",), min_letters: int = 10):
+        codes = tuple(dict.fromkeys(c.lower() for c in [target, *others]))
+        if len(codes) < 2:
+            raise ValueError("fidelity needs at least two candidate languages (the target and one more)")
+        self.target = target.lower()
+        self.codes = codes
+        self.min_letters = min_letters
+        self.detector = _detector(codes)
+        self._segmenters: dict[str, object] = {}
+
+    def detect(self, text: str) -> str | None:
+        """ISO 639-1 code of the text's language, or None when too little prose is left to judge."""
+        text = strip_non_prose(text)
+        if letters(text) < self.min_letters:
+            return None
+        lang = self.detector.detect_language_of(text)
+        return lang.iso_code_639_1.name.lower() if lang is not None else None
+
+    def sentences(self, text: str, lang: str | None = None) -> list[str]:
+        import pysbd
+
+        code = lang or self.target
+        if code not in self._segmenters:
+            try:
+                self._segmenters[code] = pysbd.Segmenter(language=code, clean=False)
+            except (ValueError, KeyError):  # pysbd knows ~20 languages; English rules otherwise
+                self._segmenters[code] = pysbd.Segmenter(language="en", clean=False)
+        out = []
+        for para in text.split("\n"):
+            if para.strip():
+                out += [s.strip() for s in self._segmenters[code].segment(para) if s.strip()]
+        return out
+
+    def judge(self, text: str) -> Judgement:
+        prose = strip_non_prose(text)
+        lang = self.detect(prose)
+        sents, short = [], 0
+        for s in self.sentences(prose, lang):
+            sl = self.detect(s)
+            if sl is None:
+                short += 1
+            else:
+                sents.append(sl)
+        return Judgement(lang, sents, short)
+
+
+def fidelity_scores(judgements: list[Judgement], expected: list[str]) -> dict:
+    """Shares of replies and of sentences in the expected language, too-short replies apart.
+
+    `fidelity`: judged replies detected as expected / judged replies (None when none was judgeable);
+    `sentence_fidelity`: the same over all judgeable sentences of all replies;
+    `too_short`: replies with too little prose to judge; `reply_langs`: detected languages counted.
+    """
+    judged = [(j, e) for j, e in zip(judgements, expected) if j.lang is not None]
+    sents = [(s, e) for j, e in zip(judgements, expected) for s in j.sentences]
+    return {
+        "fidelity": sum(j.lang == e for j, e in judged) / len(judged) if judged else None,
+        "sentence_fidelity": sum(s == e for s, e in sents) / len(sents) if sents else None,
+        "judged": len(judged),
+        "too_short": len(judgements) - len(judged),
+        "reply_langs": dict(Counter(j.lang or "too short" for j in judgements).most_common()),
+    }

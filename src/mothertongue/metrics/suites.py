@@ -1,0 +1,167 @@
+"""Prompt suites and evaluation files: what the evaluate stage asks the models.
+
+    from mothertongue.metrics.suites import load_suite
+    name, items = load_suite("de", Path("."))          # the shipped German suite (64 prompts)
+    name, items = load_suite("my_prompts.jsonl", Path("."))
+
+Shipped suites (`src/mothertongue/data/prompts_<name>.jsonl`, written for this project): `de`
+(64 German prompts: open questions, explanations, advice, writing, lists, short maths, code
+questions, multi-turn follow-ups) and `en` (26 English ones). Bring your own as
+
+- JSONL, one object per line: `{"prompt": "..."}` or `{"messages": [{"role": "user", ...}, ...]}`
+  (ending with a user turn), optional `id`, `lang`, `category`, `reference`;
+- the text format: `prompt#reference` or just `prompt` per line, `#` comments.
+
+A bad line is a one-line DataError naming file, line and field. Parallel files (translation) are
+`.tsv` (`source<TAB>reference`) or JSONL `{"source", "reference"}`; perplexity files are `.txt`
+(one text per line) or JSONL `{"text"}`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from mothertongue.conversation import DataError
+
+
+@dataclass
+class Item:
+    """One thing to ask: messages ending with a user turn, and maybe a reference answer."""
+
+    id: str
+    messages: list[dict]
+    reference: str | None = None
+    lang: str | None = None  # language of the prompt (None: detect)
+    category: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+def shipped_suites() -> list[str]:
+    data = resources.files("mothertongue") / "data"
+    return sorted(p.name[len("prompts_") : -len(".jsonl")] for p in data.iterdir() if p.name.startswith("prompts_") and p.name.endswith(".jsonl"))
+
+
+def find_file(spec: str, base_dir: Path) -> Path:
+    """A path from a recipe: relative to the recipe's folder, else to the working directory."""
+    p = Path(spec).expanduser()
+    if p.is_absolute():
+        candidates = [p]
+    else:
+        candidates = [Path(base_dir) / p, Path.cwd() / p]
+    for c in candidates:
+        if c.exists():
+            return c
+    raise DataError(f"file not found: {spec} (looked in {', '.join(str(c.parent) for c in candidates)})")
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_bytes().decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
+
+
+def _jsonl(path: Path):
+    for lineno, line in enumerate(_read_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
+
+
+def _str_field(obj: dict, key: str, where: str, required: bool = True) -> str | None:
+    v = obj.get(key)
+    if v is None and not required:
+        return None
+    if not isinstance(v, str) or not v.strip():
+        raise DataError(f"{where}: field {key!r} must be a non-empty string")
+    return v
+
+
+def _messages(obj: dict, where: str) -> list[dict]:
+    if "messages" not in obj:
+        return [{"role": "user", "content": _str_field(obj, "prompt", where)}]
+    msgs = obj["messages"]
+    if not isinstance(msgs, list) or not msgs:
+        raise DataError(f"{where}: field 'messages' must be a non-empty list")
+    out = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise DataError(f"{where}: messages[{i}].role must be system, user or assistant")
+        out.append({"role": m["role"], "content": _str_field(m, "content", f"{where}: messages[{i}]")})
+    if out[-1]["role"] != "user":
+        raise DataError(f"{where}: field 'messages' must end with a user turn (the prompt to answer)")
+    return out
+
+
+def read_prompts(path: Path, prefix: str) -> list[Item]:
+    items = []
+    if path.suffix.lower() == ".jsonl":
+        for lineno, obj in _jsonl(path):
+            where = f"{path}:{lineno}"
+            items.append(Item(
+                id=str(obj.get("id") or f"{prefix}-{lineno}"),
+                messages=_messages(obj, where),
+                reference=_str_field(obj, "reference", where, required=False),
+                lang=_str_field(obj, "lang", where, required=False),
+                category=str(obj.get("category") or ""),
+            ))
+    else:  # the text format: prompt#reference, or a bare prompt
+        for lineno, line in enumerate(_read_lines(path), 1):
+            s = line.strip()
+            if not s or s.startswith("#"):
+                continue
+            prompt, _, ref = (x.strip() for x in s.partition("#"))
+            items.append(Item(id=f"{prefix}-{lineno}", messages=[{"role": "user", "content": prompt}],
+                              reference=ref.replace("\\n", "\n") or None))
+    if not items:
+        raise DataError(f"{path}: no prompts in this file")
+    return items
+
+
+def load_suite(spec: str, base_dir: Path) -> tuple[str, list[Item]]:
+    """(set name, items) for a shipped suite name or a file."""
+    if spec in shipped_suites():
+        ref = resources.files("mothertongue") / "data" / f"prompts_{spec}.jsonl"
+        with resources.as_file(ref) as p:
+            return f"prompts-{spec}", read_prompts(Path(p), spec)
+    if "/" not in spec and "." not in spec:
+        raise DataError(f"unknown prompt suite {spec!r}; shipped: {', '.join(shipped_suites())}, or give a .jsonl/.txt file")
+    path = find_file(spec, base_dir)
+    return f"prompts-{path.stem}", read_prompts(path, path.stem)
+
+
+def read_parallel(path: Path) -> list[tuple[str, str]]:
+    pairs = []
+    if path.suffix.lower() == ".jsonl":
+        for lineno, obj in _jsonl(path):
+            where = f"{path}:{lineno}"
+            pairs.append((_str_field(obj, "source", where), _str_field(obj, "reference", where)))
+    else:
+        for lineno, line in enumerate(_read_lines(path), 1):
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+                raise DataError(f"{path}:{lineno}: expected `source<TAB>reference` (two non-empty fields), got {len(parts)} field(s)")
+            pairs.append((parts[0].strip(), parts[1].strip()))
+    if not pairs:
+        raise DataError(f"{path}: no sentence pairs in this file")
+    return pairs
+
+
+def read_texts(path: Path) -> list[str]:
+    if path.suffix.lower() == ".jsonl":
+        return [_str_field(obj, "text", f"{path}:{n}") for n, obj in _jsonl(path)]
+    texts = [ln.strip() for ln in _read_lines(path) if ln.strip()]
+    if not texts:
+        raise DataError(f"{path}: no text in this file")
+    return texts
