@@ -1,100 +1,250 @@
-"""Chat with a tuned (or the base) model: a multi-turn REPL, or one answer with --prompt.
+"""Chat with a tuned (or the base, or a merged/exported) model: a multi-turn REPL or one answer.
 
     mothertongue chat runs/quickstart
     mothertongue chat runs/quickstart --prompt "Nenne drei Farben." --preset beam
+    echo "Nenne drei Farben." | mothertongue chat runs/quickstart     # prompts from stdin
+    mothertongue chat runs/quickstart/export/merged                 # an exported model folder
 
-REPL commands: /reset (forget the conversation), /system TEXT (set the system prompt),
-/quit. Replies stream as they are generated and stop at the end-of-turn token.
+REPL commands: /reset, /system TEXT, /style NAME, /preset NAME, /save FILE, /load FILE, /help,
+/quit. Replies stream as they are generated and stop at the end-of-turn token; each reply is
+followed by its length and speed in tokens/s.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 
-HELP = "commands: /reset  /system TEXT  /quit   (empty line does nothing)"
+HELP = ("commands: /reset  /system TEXT  /style NAME  /preset greedy|beam|sample  /save FILE  "
+        "/load FILE  /help  /quit   (empty line does nothing)")
+WHICH = ("tuned", "base", "merged")
+
+
+def load_model(path: Path, which: str = "tuned"):
+    """(model, tokenizer, stop_ids, template_info) from a run directory or a model folder.
+
+    A run directory gives `tuned` (adapter on base, or the full model), `base` (untuned) or
+    `merged` (the LoRA adapter merged into the base in memory: the weights `export` saves).
+    A folder with a config.json (e.g. `mothertongue export` output) is loaded as it is."""
+    from mothertongue.models import load_for_inference, read_template_info, stop_token_ids
+    from mothertongue.runs import StageError
+
+    path = Path(path)
+    if which not in WHICH:
+        raise StageError(f"unknown model {which!r}; use {', '.join(WHICH)}")
+    if (path / "train").is_dir() or (path / "recipe.resolved.yaml").exists():
+        model, tokenizer, stop_ids = load_for_inference(path, "base" if which == "base" else "tuned")
+        if which == "merged" and hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+            model.eval()
+        return model, tokenizer, stop_ids, read_template_info(path / "train" / "model")
+    if (path / "config.json").exists():
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from mothertongue.models import pick_dtype
+
+        info = read_template_info(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        dtype = torch.float32 if not torch.cuda.is_available() else pick_dtype("auto")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
+        model.eval()
+        if torch.cuda.is_available():
+            model.to("cuda")
+        return model, tokenizer, stop_token_ids(tokenizer, info.get("end_of_turn")), info
+    raise StageError(f"{path}: neither a run directory (train/) nor a model folder (config.json)")
+
+
+def style_system(language: str, style: str | None, base_system: str | None) -> str | None:
+    """The system prompt for a style tag: the build stage's own wording when it provides one."""
+    if not style:
+        return base_system
+    import importlib
+
+    try:
+        build = importlib.import_module("mothertongue.build")
+    except ImportError:
+        build = None
+    fn = getattr(build, "style_system_prompt", None)
+    if callable(fn):
+        return fn(language, style, base_system)
+    return f"{base_system}\nStyle: {style}" if base_system else f"Style: {style}"
 
 
 class ChatSession:
     def __init__(self, run_dir: Path, which: str = "tuned", preset: str | None = None,
-                 system: str | None = None, max_new_tokens: int | None = None):
+                 system: str | None = None, max_new_tokens: int | None = None,
+                 style: str | None = None):
         from mothertongue.config import load_recipe
-        from mothertongue.generation import generation_kwargs
-        from mothertongue.models import load_for_inference, read_template_info
 
         resolved = Path(run_dir) / "recipe.resolved.yaml"
         self.recipe = load_recipe(resolved) if resolved.exists() else None
-        chat_cfg = self.recipe.chat if self.recipe else None
-        self.model, self.tokenizer, self.stop_ids = load_for_inference(Path(run_dir), which)
-        info = read_template_info(Path(run_dir) / "train" / "model")
+        self.chat_cfg = self.recipe.chat if self.recipe else None
+        self.language = self.recipe.language if self.recipe else "de"
+        self.model, self.tokenizer, self.stop_ids, info = load_model(Path(run_dir), which)
         self.default_system = system if system is not None else info.get("system_prompt")
         self.system = self.default_system
-        preset = preset or (chat_cfg.preset if chat_cfg else "greedy")
-        mnt = max_new_tokens or (chat_cfg.max_new_tokens if chat_cfg else 256)
-        self.gen_kwargs = generation_kwargs(preset, chat_cfg, mnt)
+        self.style = style
+        self.max_new_tokens = max_new_tokens or (self.chat_cfg.max_new_tokens if self.chat_cfg else 256)
+        self.set_preset(preset or (self.chat_cfg.preset if self.chat_cfg else "greedy"))
         self.history: list[dict] = []
 
+    def set_preset(self, preset: str) -> None:
+        from mothertongue.generation import generation_kwargs
+
+        self.gen_kwargs = generation_kwargs(preset, self.chat_cfg, self.max_new_tokens)
+        self.preset = preset
+
+    @property
+    def system_prompt(self) -> str | None:
+        return style_system(self.language, self.style, self.system)
+
     def messages(self, user: str) -> list[dict]:
-        sys_msg = [{"role": "system", "content": self.system}] if self.system else []
+        sp = self.system_prompt
+        sys_msg = [{"role": "system", "content": sp}] if sp else []
         return sys_msg + self.history + [{"role": "user", "content": user}]
 
-    def reply(self, user: str, stream: bool = False):
-        from mothertongue.generation import generate
+    def reply(self, user: str, stream: bool = False, on_text=None):
+        """Answer `user` in the running conversation. With `stream`, pieces of text go to
+        `on_text` (default: stdout) as they are generated; `Reply.streamed` says so."""
+        from mothertongue.generation import generate, stream_generate
 
-        streamer = None
-        if stream and self.gen_kwargs.get("num_beams", 1) == 1:
-            from transformers import TextStreamer
-
-            streamer = TextStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         t0 = time.perf_counter()
-        rep = generate(self.model, self.tokenizer, [self.messages(user)], self.stop_ids,
-                       streamer=streamer, **self.gen_kwargs)[0]
+        if stream:
+            sink = on_text or (lambda t: (sys.stdout.write(t), sys.stdout.flush()))
+            rep = stream_generate(self.model, self.tokenizer, self.messages(user), self.stop_ids, sink,
+                                  **self.gen_kwargs)
+        else:
+            rep = generate(self.model, self.tokenizer, [self.messages(user)], self.stop_ids,
+                           **self.gen_kwargs)[0]
         rep.seconds = time.perf_counter() - t0
-        rep.streamed = streamer is not None
+        rep.streamed = stream
         self.history += [{"role": "user", "content": user}, {"role": "assistant", "content": rep.text}]
         return rep
 
     def reset(self) -> None:
         self.history = []
 
+    def save(self, path: Path) -> None:
+        data = {"system": self.system, "style": self.style, "preset": self.preset, "messages": self.history}
+        Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+    def load(self, path: Path) -> None:
+        """Restore a conversation written by `save` (or any {"messages": [...]} JSON file)."""
+        from mothertongue.conversation import DataError
+
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(f"{path}: file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: not valid JSON ({e})") from None
+        msgs = data.get("messages") if isinstance(data, dict) else None
+        if not isinstance(msgs, list):
+            raise DataError(f"{path}: field messages: must be a list of {{role, content}}")
+        for i, m in enumerate(msgs):
+            if not (isinstance(m, dict) and m.get("role") in ("user", "assistant")
+                    and isinstance(m.get("content"), str)):
+                raise DataError(f"{path}: messages[{i}]: must be {{role: user|assistant, content: text}}")
+        self.history = [{"role": m["role"], "content": m["content"]} for m in msgs]
+        if "system" in data:
+            self.system = data["system"]
+        if "style" in data:
+            self.style = data["style"]
+
+
+def _command(session: ChatSession, line: str, say) -> bool:
+    """Run one /command; False means quit."""
+    from mothertongue.conversation import DataError
+
+    cmd, _, arg = line.partition(" ")
+    arg = arg.strip()
+    if cmd in ("/quit", "/exit"):
+        return False
+    if cmd == "/reset":
+        session.reset()
+        say("(conversation reset)")
+    elif cmd == "/system":
+        session.system = arg or None
+        say(f"(system prompt: {session.system or 'none'})")
+    elif cmd == "/style":
+        session.style = arg or None
+        say(f"(style: {session.style or 'none'}; system prompt: {session.system_prompt or 'none'})")
+    elif cmd == "/preset":
+        try:
+            session.set_preset(arg)
+            say(f"(preset: {arg})")
+        except ValueError as e:
+            say(f"error: {e}")
+    elif cmd in ("/save", "/load"):
+        if not arg:
+            say(f"usage: {cmd} FILE")
+        else:
+            try:
+                if cmd == "/save":
+                    session.save(Path(arg))
+                    say(f"(saved {len(session.history) // 2} turns to {arg})")
+                else:
+                    session.load(Path(arg))
+                    say(f"(loaded {len(session.history) // 2} turns from {arg})")
+            except (DataError, OSError) as e:
+                say(f"error: {e}")
+    elif cmd == "/help":
+        say(HELP)
+    else:
+        say(f"unknown command {cmd}; {HELP}")
+    return True
+
 
 def repl(session: ChatSession, inp=sys.stdin, out=sys.stdout) -> None:
+    """The REPL. On a terminal it shows prompts, streams replies and prints tokens/s; with
+    piped input each line is a turn (commands work) and only the replies are printed."""
     interactive = inp.isatty()
-    print(f"mothertongue chat — {HELP}", file=out, flush=True)
+
+    def say(msg: str) -> None:
+        print(msg, file=out if interactive else sys.stderr, flush=True)
+
+    if interactive:
+        say(f"mothertongue chat — {HELP}")
     while True:
-        if interactive:
+        if interactive and inp is sys.stdin:
+            try:
+                import readline  # noqa: F401  (line editing and history for input())
+            except ImportError:
+                pass
             try:
                 line = input("du> ")
             except EOFError:
                 break
         else:
-            out.write("du> ")
-            out.flush()
+            if interactive:
+                out.write("du> ")
+                out.flush()
             line = inp.readline()
             if not line:
                 break
         line = line.strip()
         if not line:
             continue
-        if line in ("/quit", "/exit"):
-            break
-        if line == "/reset":
-            session.reset()
-            print("(conversation reset)", file=out, flush=True)
-            continue
-        if line.startswith("/system"):
-            session.system = line[len("/system"):].strip() or None
-            print(f"(system prompt: {session.system or 'none'})", file=out, flush=True)
-            continue
         if line.startswith("/"):
-            print(f"unknown command {line.split()[0]}; {HELP}", file=out, flush=True)
+            if not _command(session, line, say):
+                break
             continue
-        out.write("bot> ")
-        out.flush()
-        rep = session.reply(line, stream=True)
-        if not rep.streamed:
-            out.write(rep.text)
-        tps = rep.new_tokens / rep.seconds if rep.seconds > 0 else 0.0
-        tail = "" if rep.ended else "  [cut at max_new_tokens]"
-        print(f"\n({rep.new_tokens} tokens, {tps:.0f} tokens/s){tail}", file=out, flush=True)
+        if interactive:
+            out.write("bot> ")
+            out.flush()
+
+            def show(t: str) -> None:
+                out.write(t)
+                out.flush()
+
+            rep = session.reply(line, stream=True, on_text=show)
+            tps = rep.new_tokens / rep.seconds if rep.seconds > 0 else 0.0
+            tail = "" if rep.ended else "  [cut at max_new_tokens]"
+            print(f"\n({rep.new_tokens} tokens, {tps:.0f} tokens/s){tail}", file=out, flush=True)
+        else:
+            rep = session.reply(line)
+            print(rep.text, file=out, flush=True)

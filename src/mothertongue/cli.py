@@ -3,6 +3,8 @@
     mothertongue run recipes/quickstart.yaml              # every stage in order
     mothertongue train recipes/quickstart.yaml train.epochs=5 --force
     mothertongue chat runs/quickstart
+    mothertongue serve runs/quickstart --port 8000
+    mothertongue export runs/quickstart --format merged,ct2
 """
 
 from __future__ import annotations
@@ -106,23 +108,70 @@ def evaluate(recipe: str = RECIPE, overrides: list[str] = OVERRIDES, force: bool
 
 @app.command()
 def chat(
-    run_dir: str = typer.Argument(..., help="A run directory (e.g. runs/quickstart)."),
-    prompt: str = typer.Option(None, "--prompt", "-p", help="Answer one prompt and exit."),
+    run_dir: str = typer.Argument(..., help="A run directory (e.g. runs/quickstart) or an exported model folder."),
+    prompt: str = typer.Option(None, "--prompt", "-p", help="Answer one prompt and exit ('-': read it from stdin)."),
     preset: str = typer.Option(None, "--preset", help="greedy, beam or sample (default: recipe's chat.preset)."),
     system: str = typer.Option(None, "--system", help="System prompt."),
+    style: str = typer.Option(None, "--style", help="Style tag, e.g. pirate (as /style in the REPL)."),
     base: bool = typer.Option(False, "--base", help="Talk to the untuned base model instead."),
+    merged: bool = typer.Option(False, "--merged", help="Merge the LoRA adapter into the base first."),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Longest reply in tokens."),
 ) -> None:
-    """Talk to a tuned model: a multi-turn REPL, or one answer with --prompt."""
+    """Talk to a tuned model: a multi-turn REPL, one answer with --prompt, or prompts piped on stdin."""
     from mothertongue.chat import ChatSession, repl
 
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
-    session = ChatSession(Path(run_dir), "base" if base else "tuned", preset, system, max_new_tokens)
+    which = "base" if base else "merged" if merged else "tuned"
+    session = ChatSession(Path(run_dir), which, preset, system, max_new_tokens, style=style)
     if prompt is not None:
-        typer.echo(session.reply(prompt).text)
+        text = sys.stdin.read().strip() if prompt == "-" else prompt
+        rep = session.reply(text)
+        typer.echo(rep.text)
     else:
         repl(session)
+
+
+@app.command()
+def serve(
+    run_dir: str = typer.Argument(..., help="A run directory or an exported model folder."),
+    host: str = typer.Option(None, "--host", help="Address to bind (default: serve.host, 127.0.0.1)."),
+    port: int = typer.Option(None, "--port", help="TCP port (default: serve.port, 8000)."),
+    api_key: str = typer.Option(None, "--api-key", envvar="MOTHERTONGUE_API_KEY",
+                                help="Require Authorization: Bearer KEY (or set MOTHERTONGUE_API_KEY)."),
+    name: str = typer.Option(None, "--name", help="Model id reported by the API (default: the run name)."),
+    base: bool = typer.Option(False, "--base", help="Serve the untuned base model instead."),
+    merged: bool = typer.Option(False, "--merged", help="Merge the LoRA adapter into the base first."),
+) -> None:
+    """Serve a tuned model behind an OpenAI-compatible API (POST /v1/chat/completions)."""
+    from mothertongue.serve import serve as run_server
+
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    run_server(Path(run_dir), "base" if base else "merged" if merged else "tuned", host, port, api_key, name)
+
+
+@app.command()
+def export(
+    run_dir: str = typer.Argument(..., help="A finished run directory."),
+    fmt: str = typer.Option("merged", "--format", help="Comma-separated: merged, gguf, ct2."),
+    out: str = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/export)."),
+    gguf_type: str = typer.Option("q8_0", "--gguf-type", help="GGUF type: f32, f16, bf16, q8_0, or q4_k_m etc."),
+    llama_cpp: str = typer.Option(None, "--llama-cpp", envvar="LLAMA_CPP_DIR",
+                                  help="llama.cpp checkout with convert_hf_to_gguf.py (for gguf)."),
+    ct2_quantization: str = typer.Option("int8", "--ct2-quantization", help="int8, int8_float16, float16, float32, none."),
+    push_to_hub: str = typer.Option(None, "--push-to-hub", help="Also upload the merged model to this hub repo."),
+) -> None:
+    """Merge the adapter and export (safetensors, GGUF, CTranslate2); each export is verified."""
+    from mothertongue.export import export as run_export
+
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    formats = tuple(f.strip() for f in fmt.split(",") if f.strip())
+    result = run_export(Path(run_dir), Path(out) if out else None, formats, gguf_type, llama_cpp,
+                        ct2_quantization, push_to_hub, log=typer.echo)
+    typer.echo(f"[export] report: {Path(out) if out else Path(run_dir) / 'export'}/report.json "
+               f"({len(result['exports'])} exports verified)")
 
 
 @ls_app.command("templates")

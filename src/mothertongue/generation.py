@@ -1,4 +1,10 @@
-"""Generation shared by chat, evaluate and serve: same prompt rendering, same end-of-turn stop."""
+"""Generation shared by chat, evaluate and serve: same prompt rendering, same end-of-turn stop.
+
+    from mothertongue.generation import generate, stream_generate, generation_kwargs
+
+Presets: greedy, beam (num_beams + no_repeat_ngram_size from the chat config), sample
+(temperature + top_p). `generate` answers a batch; `stream_generate` streams one answer.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ class Reply:
     text: str
     ended: bool  # stopped at an end-of-turn token (not cut by max_new_tokens)
     new_tokens: int
+    prompt_tokens: int = 0
 
 
 def generation_kwargs(preset: str, chat_cfg=None, max_new_tokens: int = 256) -> dict:
@@ -58,7 +65,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], stop_ids: list[i
                 streamer=streamer,
                 **gen_kwargs,
             )
-        for row in out[:, width:].tolist():
+        for prompt, row in zip(batch, out[:, width:].tolist(), strict=True):
             ended = False
             toks = []
             for t in row:
@@ -67,5 +74,45 @@ def generate(model, tokenizer, conversations: list[list[dict]], stop_ids: list[i
                     break
                 toks.append(t)
             text = tokenizer.decode(toks, skip_special_tokens=True).strip()
-            replies.append(Reply(text, ended, len(toks)))
+            replies.append(Reply(text, ended, len(toks), len(prompt)))
     return replies
+
+
+def callback_streamer(tokenizer, on_text):
+    """A transformers streamer that hands decoded text pieces to a callback (REPL, HTTP stream).
+
+    Built on `TextStreamer` so word boundaries and multi-byte characters are handled the way
+    transformers does it; only the printing is replaced."""
+    from transformers import TextStreamer
+
+    class _Streamer(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                on_text(text)
+
+    return _Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+def stream_generate(model, tokenizer, messages: list[dict], stop_ids: list[int], on_text,
+                    **gen_kwargs) -> Reply:
+    """Answer one conversation, calling `on_text(piece)` as text is produced.
+
+    Pieces joined equal `Reply.text` (leading whitespace of the first piece is dropped, as
+    `generate` strips it). Beam search cannot stream; its text arrives as one piece at the end."""
+    if gen_kwargs.get("num_beams", 1) > 1:
+        rep = generate(model, tokenizer, [messages], stop_ids, **gen_kwargs)[0]
+        if rep.text:
+            on_text(rep.text)
+        return rep
+    started = False
+
+    def _piece(text: str) -> None:
+        nonlocal started
+        if not started:
+            text = text.lstrip()
+            started = bool(text)
+        if text:
+            on_text(text)
+
+    return generate(model, tokenizer, [messages], stop_ids, streamer=callback_streamer(tokenizer, _piece),
+                    **gen_kwargs)[0]

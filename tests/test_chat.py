@@ -1,0 +1,172 @@
+"""Chat: the REPL driven through a pseudo-terminal, stdin prompts, presets, /style, /save, /load."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINED = {  # lines of recipes/data/quickstart_de.txt the quickstart model is trained on
+    "Nenne drei Farben.": "Rot, Grün und Blau.",
+    "Sag hallo.": "Hallo! Schön, dich zu sehen.",
+    "Nenne drei Tiere.": "Hund, Katze und Pferd.",
+    "Verabschiede dich.": "Auf Wiedersehen und bis bald!",
+    "Nenne drei Monate.": "Januar, Mai und Oktober.",
+}
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "MT_DEBUG": ""}
+
+
+@pytest.fixture(scope="module")
+def session(quickstart_run):
+    from mothertongue.chat import ChatSession
+
+    return ChatSession(quickstart_run)
+
+
+def test_tuned_model_answers_its_training_prompts(session):
+    session.reset()
+    hits = 0
+    for prompt, answer in TRAINED.items():
+        session.reset()
+        rep = session.reply(prompt)
+        assert rep.ended, "reply must stop at the end-of-turn token"
+        hits += rep.text == answer
+    assert hits >= 4, "the quickstart model learned these lines exactly"
+
+
+def test_stream_pieces_join_to_the_reply(session):
+    session.reset()
+    pieces: list[str] = []
+    streamed = session.reply("Nenne drei Farben.", stream=True, on_text=pieces.append)
+    session.reset()
+    plain = session.reply("Nenne drei Farben.")
+    assert len(pieces) >= 2, "text arrives in pieces while it is generated"
+    assert "".join(pieces).strip() == streamed.text == plain.text
+
+
+def test_presets_beam_and_sample(session):
+    from mothertongue.generation import generation_kwargs
+
+    kw = generation_kwargs("beam", session.chat_cfg, 40)
+    assert kw["num_beams"] == 4 and kw["no_repeat_ngram_size"] == 3 and not kw["do_sample"]
+    session.set_preset("beam")
+    session.reset()
+    beam = session.reply("Nenne drei Farben.", stream=True, on_text=lambda t: None)
+    assert beam.ended and beam.text
+    session.set_preset("sample")
+    import torch
+
+    torch.manual_seed(0)
+    session.reset()
+    assert session.reply("Sag hallo.").new_tokens > 0
+    session.set_preset("greedy")
+    with pytest.raises(ValueError, match="unknown preset"):
+        session.set_preset("nucleus")
+
+
+def test_style_uses_build_hook_or_falls_back(session, monkeypatch):
+    import mothertongue.build as build
+
+    session.system = "Sei hilfsbereit."
+    session.style = "pirate"
+    if not hasattr(build, "style_system_prompt"):
+        assert session.system_prompt == "Sei hilfsbereit.\nStyle: pirate"
+    seen = []
+
+    def hook(language, style, base):
+        seen.append((language, style, base))
+        return f"[{language}:{style}] {base}"
+
+    monkeypatch.setattr(build, "style_system_prompt", hook, raising=False)
+    assert session.system_prompt == "[de:pirate] Sei hilfsbereit."
+    assert session.messages("Hallo")[0] == {"role": "system", "content": "[de:pirate] Sei hilfsbereit."}
+    assert seen == [("de", "pirate", "Sei hilfsbereit."), ("de", "pirate", "Sei hilfsbereit.")]
+    session.style = None
+    session.system = session.default_system
+    assert session.system_prompt == session.default_system
+
+
+def test_save_load_roundtrip_and_bad_file(session, tmp_path):
+    from mothertongue.conversation import DataError
+
+    session.reset()
+    session.reply("Sag hallo.")
+    session.save(tmp_path / "c.json")
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant"]
+    session.reset()
+    session.load(tmp_path / "c.json")
+    assert session.history == saved["messages"]
+    (tmp_path / "bad.json").write_text('{"messages": [{"role": "robot", "content": 1}]}')
+    with pytest.raises(DataError, match=r"bad.json: messages\[0\]"):
+        session.load(tmp_path / "bad.json")
+    assert session.history == saved["messages"], "a bad file leaves the conversation as it was"
+    session.reset()
+
+
+def test_repl_in_a_pty_two_turns_reset_save(quickstart_run, session, tmp_path):
+    """A real terminal: prompts, streamed replies with tokens/s, /save, /reset, /quit."""
+    pexpect = pytest.importorskip("pexpect")
+    # What the same conversation gives in-process, to compare the terminal's text with.
+    session.reset()
+    first = session.reply("Nenne drei Farben.").text
+    second = session.reply("Nenne drei Tiere.").text
+    session.reset()
+
+    child = pexpect.spawn(sys.executable, ["-m", "mothertongue", "chat", str(quickstart_run)], env=_env(),
+                          cwd=str(tmp_path), encoding="utf-8", timeout=180, dimensions=(40, 200))
+    try:
+        child.expect("du> ")
+        child.sendline("Nenne drei Farben.")
+        child.expect(r"tokens/s")
+        turn1 = child.before
+        child.expect("du> ")
+        child.sendline("Nenne drei Tiere.")
+        child.expect(r"tokens/s")
+        turn2 = child.before
+        child.expect("du> ")
+        child.sendline("/save two.json")
+        child.expect(r"saved 2 turns")
+        child.expect("du> ")
+        child.sendline("/reset")
+        child.expect(r"conversation reset")
+        child.expect("du> ")
+        child.sendline("/save none.json")
+        child.expect(r"saved 0 turns")
+        child.expect("du> ")
+        child.sendline("/load nosuchfile.json")
+        child.expect(r"error: .*nosuchfile.json")
+        child.expect("du> ")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert "bot> " + first in turn1.replace("\r\n", "\n")
+    assert "bot> " + second in turn2.replace("\r\n", "\n")
+    two = json.loads((tmp_path / "two.json").read_text())["messages"]
+    assert [m["content"] for m in two] == ["Nenne drei Farben.", first, "Nenne drei Tiere.", second]
+    assert json.loads((tmp_path / "none.json").read_text())["messages"] == []
+
+
+def test_prompts_from_stdin_and_prompt_option(quickstart_run, session):
+    session.reset()
+    a = session.reply("Sag hallo.").text
+    session.reset()
+    b = session.reply("Verabschiede dich.").text
+    session.reset()
+    cmd = [sys.executable, "-m", "mothertongue", "chat", str(quickstart_run)]
+    out = subprocess.run(cmd, input="Sag hallo.\n/reset\nVerabschiede dich.\n", capture_output=True, text=True,
+                         env=_env(), timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [a, b], "piped: only the replies, one per line"
+    one = subprocess.run(cmd + ["--prompt", "-"], input="Sag hallo.\n", capture_output=True, text=True,
+                         env=_env(), timeout=180)
+    assert one.returncode == 0 and one.stdout.strip() == a

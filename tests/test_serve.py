@@ -1,0 +1,222 @@
+"""The OpenAI-compatible server on a loopback port, with real HTTP clients (httpx and openai)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+try:  # the HTTP library the installed openai client uses (httpx, or its successor httpx2)
+    import httpx2 as httpx
+except ImportError:
+    httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+
+PROMPTS = {
+    "Nenne drei Farben.": None, "Sag hallo.": None, "Nenne drei Tiere.": None,
+    "Verabschiede dich.": None, "Nenne drei Monate.": None,
+}
+
+
+def _start(engine, api_key=None):
+    import uvicorn
+
+    from mothertongue.serve import create_app
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(engine, api_key), log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.05)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def engine(quickstart_run):
+    from mothertongue.config import ServeConfig
+    from mothertongue.serve import build_engine
+
+    cfg = ServeConfig(max_request_bytes=20_000, max_new_tokens_limit=64, max_batch_size=8, max_queue=64)
+    return build_engine(quickstart_run, cfg=cfg)
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    srv, thread, url = _start(engine)
+    yield url
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def expected(engine):
+    """Each prompt answered alone, in-process, with the same greedy settings."""
+    from mothertongue.generation import generate
+
+    mnt = min(engine.chat_cfg.max_new_tokens, engine.cfg.max_new_tokens_limit)
+    kw = {"do_sample": False, "num_beams": 1, "max_new_tokens": mnt}
+    out = {}
+    for p in PROMPTS:
+        msgs = engine.messages_for([{"role": "user", "content": p}])
+        out[p] = generate(engine.model, engine.tokenizer, [msgs], engine.stop_ids, **kw)[0].text
+    return out
+
+
+def _chat(url, content, **extra):
+    body = {"model": "quickstart", "messages": [{"role": "user", "content": content}], **extra}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+
+
+def test_health_and_models(server):
+    h = httpx.get(f"{server}/health", timeout=10)
+    assert h.status_code == 200 and h.json()["status"] == "ok"
+    m = httpx.get(f"{server}/v1/models", timeout=10).json()
+    assert m["object"] == "list" and [d["id"] for d in m["data"]] == ["quickstart"]
+
+
+def test_completion_is_the_tuned_answer(server, expected):
+    r = _chat(server, "Nenne drei Farben.")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["object"] == "chat.completion" and body["model"] == "quickstart"
+    choice = body["choices"][0]
+    assert choice["message"] == {"role": "assistant", "content": expected["Nenne drei Farben."]}
+    assert choice["finish_reason"] == "stop"
+    u = body["usage"]
+    assert u["prompt_tokens"] > 0 and u["completion_tokens"] > 0
+    assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+    cut = _chat(server, "Nenne drei Farben.", max_tokens=2).json()["choices"][0]
+    assert cut["finish_reason"] == "length"
+
+
+def test_stream_chunks_are_well_formed(server, expected):
+    chunks, done = [], False
+    with httpx.stream("POST", f"{server}/v1/chat/completions", timeout=120, json={
+        "model": "quickstart", "stream": True, "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "Nenne drei Tiere."}]}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if not line:
+                continue
+            assert line.startswith("data: "), line
+            payload = line[len("data: "):]
+            if payload == "[DONE]":
+                done = True
+                continue
+            assert not done, "nothing after [DONE]"
+            chunks.append(json.loads(payload))
+    assert done
+    assert len({c["id"] for c in chunks}) == 1
+    assert all(c["object"] == "chat.completion.chunk" and c["model"] == "quickstart" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    usage = chunks[-1]
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] > 0
+    finals = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert len(finals) == 1 and finals[0]["choices"][0]["finish_reason"] == "stop"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert len([c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]) >= 2
+    assert text == expected["Nenne drei Tiere."]
+
+
+def test_official_openai_client(server, expected):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", timeout=120, max_retries=0)
+    assert [m.id for m in client.models.list()] == ["quickstart"]
+    r = client.chat.completions.create(model="quickstart", messages=[{"role": "user", "content": "Sag hallo."}])
+    assert r.choices[0].message.content == expected["Sag hallo."]
+    assert r.choices[0].finish_reason == "stop"
+    stream = client.chat.completions.create(
+        model="quickstart", stream=True, messages=[{"role": "user", "content": "Sag hallo."}])
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == expected["Sag hallo."]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "Hallo"}])
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b'{"model": "quickstart", "messages": [', 400, "not valid JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    (b'{"model": "quickstart"}', 400, "messages"),
+    (b'{"messages": []}', 400, "messages"),
+    (b'{"messages": [{"role": "wizard", "content": "x"}]}', 400, "role"),
+    (b'{"messages": [{"role": "user"}]}', 400, "content"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 100000}', 400, "max_tokens"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', 400, "temperature"),
+    (b'{"messages": [{"role": "assistant", "content": "x"}]}', 400, "last message"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "n": 3}', 400, "n"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "stop": ["."]}', 400, "stop"),
+])
+def test_bad_requests_get_4xx_json_and_server_keeps_serving(server, expected, body, status, words):
+    r = httpx.post(f"{server}/v1/chat/completions", content=body, timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert words in err["message"] and err["type"]
+    ok = _chat(server, "Nenne drei Monate.")
+    assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == expected["Nenne drei Monate."]
+
+
+def test_oversized_long_prompt_and_unknown_route(server, engine):
+    big = httpx.post(f"{server}/v1/chat/completions", timeout=30,
+                     json={"messages": [{"role": "user", "content": "x" * 50_000}]})
+    assert big.status_code == 413 and "bytes" in big.json()["error"]["message"]
+    # Under the byte limit but longer than the context: a token limit, not a crash.
+    long = httpx.post(f"{server}/v1/chat/completions", timeout=30,
+                      json={"messages": [{"role": "user", "content": "Nenne drei Farben. " * 400}]})
+    assert long.status_code == 400 and long.json()["error"]["code"] == "context_length_exceeded"
+    assert httpx.get(f"{server}/v2/nothing", timeout=10).status_code == 404
+    assert httpx.get(f"{server}/v1/chat/completions", timeout=10).status_code == 405
+    assert httpx.get(f"{server}/health", timeout=10).json()["status"] == "ok"
+
+
+def test_twenty_concurrent_requests_all_answered_right(server, expected):
+    prompts = [list(PROMPTS)[i % len(PROMPTS)] for i in range(20)]
+
+    def one(i):
+        if i % 4 == 3:  # some streaming requests mixed into the batch traffic
+            with httpx.stream("POST", f"{server}/v1/chat/completions", timeout=300, json={
+                    "stream": True, "messages": [{"role": "user", "content": prompts[i]}]}) as r:
+                lines = [x for x in r.iter_lines() if x.startswith("data: {")]
+                text = "".join(json.loads(x[6:])["choices"][0]["delta"].get("content", "") for x in lines)
+                return r.status_code, text
+        r = _chat(server, prompts[i])
+        return r.status_code, r.json()["choices"][0]["message"]["content"]
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(one, range(20)))
+    assert [s for s, _ in results] == [200] * 20
+    assert [t for _, t in results] == [expected[p] for p in prompts]
+
+
+def test_api_key(engine):
+    srv, thread, url = _start(engine, api_key="s3cret")
+    try:
+        body = {"messages": [{"role": "user", "content": "Sag hallo."}]}
+        assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).status_code == 401
+        wrong = httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer nope"}, timeout=10)
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        good = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60,
+                          headers={"Authorization": "Bearer s3cret"})
+        assert good.status_code == 200
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200, "health needs no key"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_sampling_with_seed_is_repeatable(server):
+    kw = {"temperature": 2.0, "top_p": 1.0, "max_tokens": 12, "seed": 7}
+    a = _chat(server, "Nenne drei Farben.", **kw)
+    b = _chat(server, "Nenne drei Farben.", **kw)
+    assert a.status_code == b.status_code == 200
+    assert a.json()["choices"][0]["message"]["content"] == b.json()["choices"][0]["message"]["content"]
