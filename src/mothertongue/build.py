@@ -13,12 +13,19 @@ each through its end-of-turn token, so the tuned model learns to stop. Examples 
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 from pathlib import Path
 
-from mothertongue import templates
+from mothertongue import mix, templates
 from mothertongue.config import Recipe
-from mothertongue.conversation import Conversation, DataError, read_conversations, write_jsonl
+from mothertongue.conversation import (
+    Conversation,
+    DataError,
+    read_conversations,
+    read_pairs,
+    write_jsonl,
+)
 from mothertongue.models import TINY, load_tokenizer, train_tiny_tokenizer
 from mothertongue.runs import RunDir, atomic_write_json
 
@@ -98,17 +105,17 @@ def encode_with_limit(tokenizer, messages, cfg, counts: Counter) -> list[tuple[l
     return result
 
 
-def prepare_tokenizer(recipe: Recipe, convs: list[Conversation]):
+def prepare_tokenizer(recipe: Recipe, examples: list[list[dict]]):
     """The tokenizer for this run with the chat template installed; trains one for `tiny`."""
     cfg = recipe.build
     if recipe.base_model == TINY:
         spec = cfg.template or "chatml"
         probe = templates.resolve(spec, None, Path(recipe.base_dir))
-        contents = [m.content for c in convs for m in c.messages] or ["hallo"]
+        contents = [m["content"] for msgs in examples for m in msgs] or ["hallo"]
         tok = train_tiny_tokenizer(contents, recipe.tiny_model.vocab_size, probe.special_tokens)
         templates.install(probe, tok)
         # Second pass: learn merges for the template's own text too, so prompts are short.
-        rendered = [templates.render(tok, to_messages(c, cfg.system_prompt)) for c in convs]
+        rendered = [templates.render(tok, msgs) for msgs in examples]
         tok = train_tiny_tokenizer(contents + rendered, recipe.tiny_model.vocab_size, probe.special_tokens)
         templates.install(probe, tok)
         return tok, probe
@@ -121,22 +128,66 @@ def prepare_tokenizer(recipe: Recipe, convs: list[Conversation]):
     return tok, tmpl
 
 
-def build_rows(tokenizer, convs: list[Conversation], recipe: Recipe, counts: Counter) -> list[dict]:
+def build_rows(tokenizer, items: list[tuple[str, list[dict]]], recipe: Recipe, counts: Counter) -> list[dict]:
+    """Encode (id, messages) items into training rows; too-long ones are split or dropped, counted."""
     rows = []
-    for c in convs:
-        msgs = to_messages(c, recipe.build.system_prompt)
+    for item_id, msgs in items:
         try:
             pieces = encode_with_limit(tokenizer, msgs, recipe.build, counts)
         except templates.TemplateMismatch as e:
-            raise DataError(f"conversation {c.id}: {e}") from None
+            raise DataError(f"conversation {item_id}: {e}") from None
         for k, (m, ids, labels) in enumerate(pieces):
             if not generation_prefix_ok(tokenizer, m, ids):
                 counts["generation prompt tokenizes differently from training prefix"] += 1
             if all(x == IGNORE for x in labels):
                 counts["dropped: no trained tokens"] += 1
                 continue
-            rows.append({"id": c.id if len(pieces) == 1 else f"{c.id}#{k}", "input_ids": ids, "labels": labels, "messages": m})
+            rows.append({"id": item_id if len(pieces) == 1 else f"{item_id}#{k}", "input_ids": ids, "labels": labels, "messages": m})
     return rows
+
+
+def conversation_items(convs: list[Conversation], recipe: Recipe) -> list[tuple[str, list[dict]]]:
+    return [(c.id, to_messages(c, mix.system_for(c.id, c.tags, recipe.build, recipe.language))) for c in convs]
+
+
+def mix_items(recipe: Recipe, run: RunDir, instr: list[tuple[str, list[dict]]]) -> tuple[dict[str, list], dict, list[str]]:
+    """The parts of the training mix, sampled to the configured ratio; also raw native text."""
+    cfg, lang = recipe.build, recipe.language
+    rng = random.Random(recipe.seed)
+    pools: dict[str, list[tuple[str, list[dict]]]] = {"instructions": instr}
+    parallel_path = run.stage("translate") / "parallel.jsonl"
+    if cfg.translation_tasks and recipe.translate.enabled and parallel_path.exists():
+        tasks = []
+        for i, row in enumerate(mix.read_parallel(parallel_path)):
+            for d, msgs in enumerate(mix.translation_tasks(row, lang, rng)):
+                sp = mix.base_system_prompt(cfg, lang, f"tr{i}-{d}")
+                tasks.append((f"translation-{i}-{d}", ([{"role": "system", "content": sp}] if sp else []) + msgs))
+        pools["translation"] = tasks
+    raw_text: list[str] = []
+    chunks = mix.native_chunks(recipe) if cfg.native else []
+    if chunks and cfg.native_as == "raw":
+        raw_text = chunks
+    elif chunks:
+        tasks = []
+        for i, piece in enumerate(chunks):
+            msgs = mix.continue_task(piece, lang)
+            if msgs:
+                sp = mix.base_system_prompt(cfg, lang, f"nat{i}")
+                tasks.append((f"native-{i}", ([{"role": "system", "content": sp}] if sp else []) + msgs))
+        pools["native"] = tasks
+    weights = cfg.mix.model_dump()
+    sizes = mix.plan({k: len(v) for k, v in pools.items()}, weights)
+    chosen, repeated = {}, {}
+    for part, n in sizes.items():
+        chosen[part], repeated[part] = (pools[part], 0) if part == "instructions" else mix.sample(pools[part], n, rng)
+    report = {"requested": {k: weights[k] / sum(weights[p] for p in sizes) for k in sizes},
+              "available": {k: len(v) for k, v in pools.items()}, "repeated": repeated}
+    return chosen, report, raw_text
+
+
+def style_system_prompt(language: str, style: str | None, base_system: str | None) -> str | None:
+    """The system prompt for chatting in a style (the same text the build stage trains with)."""
+    return mix.style_system_prompt(language, style, base_system)
 
 
 def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
@@ -146,34 +197,73 @@ def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
     test = read_conversations(data / "test.jsonl")
     if not train:
         raise DataError(f"{data / 'train.jsonl'}: no training conversations; check ingest's report")
-    tokenizer, tmpl = prepare_tokenizer(recipe, train + dev + test)
+    parts, mix_report, raw_text = mix_items(recipe, run, conversation_items(train, recipe))
+    dev_items = conversation_items(dev, recipe)
+    everything = [m for items in parts.values() for _, m in items] + [m for _, m in dev_items]
+    everything += [m for _, m in conversation_items(test, recipe)]
+    tokenizer, tmpl = prepare_tokenizer(recipe, everything + [[{"role": "user", "content": t}] for t in raw_text])
+
     counts: Counter[str] = Counter()
-    train_rows = build_rows(tokenizer, train, recipe, counts)
-    dev_rows = build_rows(tokenizer, dev, recipe, Counter())
+    train_rows, realised = [], {}
+    for part, items in parts.items():
+        rows = build_rows(tokenizer, items, recipe, counts)
+        realised[part] = {"examples": len(rows), "tokens": sum(len(r["input_ids"]) for r in rows)}
+        train_rows += rows
+    random.Random(recipe.seed).shuffle(train_rows)
+    dev_rows = build_rows(tokenizer, dev_items, recipe, Counter())
     write_jsonl(out / "train.jsonl", train_rows)
     write_jsonl(out / "dev.jsonl", dev_rows)
+    n_pref = write_preferences(recipe, data, out / "preference.jsonl")
+    if raw_text:
+        mix.write_text_rows(out / "text.jsonl", raw_text)
     tok_dir = out / "tokenizer"
     tokenizer.save_pretrained(tok_dir)
-    info = {"template": tmpl.name, "end_of_turn": tmpl.end_of_turn, "system_prompt": recipe.build.system_prompt}
-    (tok_dir / "mothertongue_template.json").write_text(json.dumps(info, indent=2))
+    info = {"template": tmpl.name, "end_of_turn": tmpl.end_of_turn, "language": recipe.language,
+            "system_prompt": mix.base_system_prompt(recipe.build, recipe.language), "styles": recipe.build.styles}
+    (tok_dir / "mothertongue_template.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
     n_tokens = sum(len(r["input_ids"]) for r in train_rows)
     n_trained = sum(sum(1 for x in r["labels"] if x != IGNORE) for r in train_rows)
+    for part in realised.values():
+        part["share_examples"] = part["examples"] / max(1, len(train_rows))
+        part["share_tokens"] = part["tokens"] / max(1, n_tokens)
     summary = {
         "template": tmpl.name,
         "train_examples": len(train_rows),
         "dev_examples": len(dev_rows),
+        "preference_pairs": n_pref,
+        "raw_text_pieces": len(raw_text),
         "tokens": n_tokens,
         "trained_tokens": n_trained,
         "longest": max((len(r["input_ids"]) for r in train_rows), default=0),
+        "mix": {"realised": realised, **mix_report},
         "counts": dict(counts),
     }
     atomic_write_json(out / "report.json", summary)
+    mix_line = ", ".join(f"{k} {v['examples']} ({v['share_examples']:.0%} of examples, {v['share_tokens']:.0%} of tokens)"
+                         for k, v in realised.items())
     print(
         f"[build] {len(train_rows)} train / {len(dev_rows)} dev examples with template {tmpl.name}; "
-        f"{n_tokens} tokens, {n_trained} trained"
+        f"{n_tokens} tokens, {n_trained} trained\n  mix: {mix_line}"
+        + (f"\n  {n_pref} preference pairs" if n_pref else "")
+        + (f"\n  {len(raw_text)} raw native text pieces for continued pretraining" if raw_text else "")
         + "".join(f"\n  {n} x {k}" for k, n in counts.items())
     )
     return summary
+
+
+def write_preferences(recipe: Recipe, data: Path, path: Path) -> int:
+    """Preference pairs for DPO/ORPO, with the same system prompt as the SFT data."""
+    src = data / "pairs.jsonl"
+    pairs = read_pairs(src) if src.exists() else []
+    rows = []
+    for p in pairs:
+        prompt = [{"role": m.role, "content": m.content} for m in p.prompt]
+        sp = mix.system_for(p.id, [], recipe.build, recipe.language)
+        if sp and prompt[0]["role"] != "system":
+            prompt.insert(0, {"role": "system", "content": sp})
+        rows.append({"id": p.id, "prompt": prompt, "chosen": p.chosen, "rejected": p.rejected})
+    write_jsonl(path, rows)
+    return len(rows)
 
 
 def show(run_dir: Path, n: int, color: bool) -> str:

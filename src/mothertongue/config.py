@@ -66,7 +66,27 @@ class TranslateConfig(Strict):
     batch_tokens: int = Field(4096, gt=0, description="Token budget per translation batch.")
     beam_size: int = Field(1, gt=0, description="Beam size; 1 is greedy (fast).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the MT model runs.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Engine-specific options.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Engine-specific options (checked by the engine).")
+    family: Literal["opus-mt", "nllb", "m2m100", "madlad", "mbart50"] = Field(
+        "opus-mt", description="Catalogue family a model is picked from when `model` is not set."
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict, description='Per-pair model overrides, e.g. {"en-de": "path/or/hub-id"}.'
+    )
+    pivot: str = Field("en", description="Pivot language for pairs with no direct model.")
+    max_segment_tokens: int = Field(200, gt=8, description="Longer sentences are cut into pieces of at most this many tokens.")
+    memory: str | None = Field(
+        None, description="Translation-memory SQLite file; default RUN_DIR/translate-memory.sqlite."
+    )
+    detect_languages: list[str] | None = Field(
+        None, description="Candidate source languages for detection (high accuracy); default: all, low accuracy."
+    )
+    quality_gate: bool = Field(True, description="Check every output: target language, length ratio, repetition.")
+    min_length_ratio: float = Field(0.4, gt=0, description="Quality gate: shortest output/source length in characters.")
+    max_length_ratio: float = Field(2.5, gt=0, description="Quality gate: longest output/source length in characters.")
+    retry_beam_size: int = Field(4, gt=0, description="Beam size of the one retry of a segment that failed the gate.")
+    keep_flagged: bool = Field(False, description="Keep conversations whose translation failed the gate in the train data.")
+    progress: bool = Field(True, description="Show a progress bar (segments/s, ETA).")
 
 
 # ------------------------------------------------------------------------------ build
