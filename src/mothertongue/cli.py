@@ -101,9 +101,27 @@ def train(recipe: str = RECIPE, overrides: list[str] = OVERRIDES, force: bool = 
 
 
 @app.command()
-def evaluate(recipe: str = RECIPE, overrides: list[str] = OVERRIDES, force: bool = FORCE) -> None:
-    """Score the base and the tuned model side by side."""
-    _stage("evaluate", recipe, overrides, force)
+def evaluate(
+    target: str = typer.Argument(..., help="Recipe YAML file, or a run directory (uses its recipe.resolved.yaml)."),
+    overrides: list[str] = OVERRIDES,
+    force: bool = FORCE,
+) -> None:
+    """Score the base and the tuned model side by side; print the scorecard table."""
+    from mothertongue.evaluate import print_scorecard
+    from mothertongue.runs import run_stage
+
+    if Path(target).is_dir():
+        resolved = Path(target) / "recipe.resolved.yaml"
+        if not resolved.exists():
+            raise FileNotFoundError(f"{target} is not a run directory: {resolved.name} is missing")
+        r = _recipe(str(resolved), [f"run_dir={target}", *(overrides or [])])
+    else:
+        r = _recipe(target, overrides)
+    skipped: list[str] = []
+    out = run_stage(r, "evaluate", force=force, log=lambda m: (skipped.append(m), typer.echo(m)))
+    if skipped:  # a fresh run prints its table itself
+        typer.echo(print_scorecard(out.parent))
+    typer.echo(f"[evaluate] scorecard: {out / 'scorecard.md'}, {out / 'scorecard.html'}, {out / 'scorecard.json'}")
 
 
 @app.command()

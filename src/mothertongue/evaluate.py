@@ -1,115 +1,196 @@
 """Evaluate stage: the base and the tuned model side by side on the same prompts.
 
-    mothertongue evaluate recipes/quickstart.yaml
+    mothertongue evaluate runs/quickstart            # a finished run (uses its recipe.resolved.yaml)
+    mothertongue evaluate recipes/quickstart.yaml evaluate.suites=[de] --force
 
-Scores greedy answers against references on two sets: held-out conversations (`test` split,
-e.g. the text format's `_EVAL_` part) and a sample of training conversations (does the model
-reproduce what it was taught?). Metrics: exact match, chrF (sacreBLEU), and the share of replies
-that ended at the end-of-turn token instead of running on. Writes `evaluate/scorecard.json`,
-`evaluate/scorecard.md` and every generation to `evaluate/generations.jsonl`.
+Both models answer the same prompts with the generation code chat uses (batched, same end-of-turn
+stop). Sets: `held-out` (the `test` split, with references), `train` (a sample of training
+conversations: were they learned?), the prompt suites (`prompts-de`, `prompts-en`, or your own
+files), and optionally `parallel` (the model as translator). Per set and model: language
+fidelity per reply and per sentence (lingua), exact match and chrF where there are references,
+BLEU on the parallel file, perplexity on held-out text, and behaviour (ended at end of turn,
+reply length, repetition). Optional: lm-evaluation-harness benchmarks and an LLM judge.
+
+Writes `evaluate/scorecard.json` (`card["models"][base|tuned][set][metric]`), `scorecard.md`,
+`scorecard.html` (self-contained, plots embedded) and every generation to `generations.jsonl`.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 from mothertongue.config import Recipe
-from mothertongue.conversation import Conversation, read_conversations, write_jsonl
-from mothertongue.runs import RunDir, atomic_write_json, atomic_write_text
+from mothertongue.conversation import Conversation, DataError, read_conversations, write_jsonl
+from mothertongue.metrics.reference import chrf, exact_match  # noqa: F401  (kept importable from here)
+from mothertongue.metrics.suites import Item, find_file, load_suite, read_parallel, read_texts
+from mothertongue.runs import RunDir, StageError, atomic_write_json
+
+REFERENCE_SETS = ("held-out", "train")
 
 
-def exact_match(hyp: str, ref: str) -> bool:
-    return " ".join(hyp.split()) == " ".join(ref.split())
-
-
-def chrf(hyps: list[str], refs: list[str]) -> float:
-    from sacrebleu.metrics import CHRF
-
-    if not hyps:
-        return 0.0
-    return CHRF().corpus_score(hyps, [refs]).score
-
-
-def _prompt_and_ref(conv: Conversation, system_prompt: str | None) -> tuple[list[dict], str]:
+def _item(conv: Conversation, system_prompt: str | None) -> Item:
     msgs = [{"role": m.role, "content": m.content} for m in conv.messages]
     if system_prompt and msgs[0]["role"] != "system":
         msgs.insert(0, {"role": "system", "content": system_prompt})
-    return msgs[:-1], msgs[-1]["content"]
+    return Item(conv.id, msgs[:-1], msgs[-1]["content"], conv.lang)
 
 
-def score_model(model, tokenizer, stop_ids, sets: dict[str, list[Conversation]], recipe: Recipe) -> tuple[dict, list[dict]]:
-    from mothertongue.generation import generate, generation_kwargs
+def build_sets(recipe: Recipe, run: RunDir) -> tuple[dict[str, list[Item]], list[str], dict]:
+    """The prompts both models answer, by set; the held-out texts for perplexity; set metadata."""
+    from mothertongue.metrics.fidelity import language_name
+    from mothertongue.mix import base_system_prompt
 
-    kw = generation_kwargs(recipe.evaluate.preset, recipe.chat, recipe.evaluate.max_new_tokens)
-    scores, gens = {}, []
-    for name, convs in sets.items():
-        if not convs:
-            continue
-        pairs = [_prompt_and_ref(c, recipe.build.system_prompt) for c in convs]
-        replies = generate(model, tokenizer, [p for p, _ in pairs], stop_ids, **kw)
-        refs = [r for _, r in pairs]
-        hyps = [r.text for r in replies]
-        scores[name] = {
-            "n": len(convs),
-            "exact_match": sum(exact_match(h, r) for h, r in zip(hyps, refs)) / len(refs),
-            "chrf": chrf(hyps, refs),
-            "ended_at_eot": sum(r.ended for r in replies) / len(replies),
-            "mean_reply_tokens": sum(r.new_tokens for r in replies) / len(replies),
-        }
-        for c, (p, ref), rep in zip(convs, pairs, replies):
-            gens.append({"set": name, "id": c.id, "prompt": p[-1]["content"], "reference": ref,
-                         "reply": rep.text, "ended": rep.ended})
-    return scores, gens
-
-
-ROWS = [("exact_match", "exact match", "{:.1%}"), ("chrf", "chrF", "{:.1f}"),
-        ("ended_at_eot", "ended at end of turn", "{:.1%}"), ("mean_reply_tokens", "mean reply tokens", "{:.1f}")]
-
-
-def format_table(card: dict) -> str:
-    models = [m for m in ("base", "tuned") if m in card["models"]]
-    lines = [f"| {'set':<14} | {'metric':<22} | " + " | ".join(f"{m:>8}" for m in models) + " |",
-             "|" + "-" * 16 + "|" + "-" * 24 + "|" + "|".join("-" * 10 for _ in models) + "|"]
-    sets = list(card["models"]["tuned"])
-    for s in sets:
-        n = card["models"]["tuned"][s]["n"]
-        for key, label, fmt in ROWS:
-            vals = [fmt.format(card["models"][m][s][key]) for m in models]
-            lines.append(f"| {s + ' (' + str(n) + ')':<14} | {label:<22} | " + " | ".join(f"{v:>8}" for v in vals) + " |")
-    return "\n".join(lines)
-
-
-def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
-    from mothertongue.models import load_for_inference
-
+    # The system prompt the model was trained with ("auto" resolves to the language's own).
+    cfg, sys_prompt = recipe.evaluate, base_system_prompt(recipe.build, recipe.language)
     data = run.data_dir(recipe, "evaluate")
     test = read_conversations(data / "test.jsonl")
     train = read_conversations(data / "train.jsonl")
-    if recipe.evaluate.max_prompts:
-        test = test[: recipe.evaluate.max_prompts]
+    if cfg.max_prompts:
+        test = test[: cfg.max_prompts]
     rng = random.Random(recipe.seed)
-    sample = train if len(train) <= recipe.evaluate.train_sample else rng.sample(train, recipe.evaluate.train_sample)
-    sets = {"held-out": test, "train": sample}
+    sample = train if len(train) <= cfg.train_sample else rng.sample(train, cfg.train_sample)
+    sets = {"held-out": [_item(c, sys_prompt) for c in test], "train": [_item(c, sys_prompt) for c in sample]}
+    info = {name: {"kind": "reference", "source": f"{data.name}/{'test' if name == 'held-out' else 'train'}.jsonl"} for name in sets}
+    base_dir = Path(recipe.base_dir)
+    for spec in cfg.suites:
+        name, items = load_suite(spec, base_dir)
+        items = items[: cfg.suite_max_prompts] if cfg.suite_max_prompts else items
+        if sys_prompt:
+            items = [Item(i.id, [{"role": "system", "content": sys_prompt}, *i.messages], i.reference, i.lang, i.category) for i in items]
+        sets[name] = items
+        info[name] = {"kind": "suite", "source": spec}
+    if cfg.parallel_file:
+        path = find_file(cfg.parallel_file, base_dir)
+        lang_name = language_name(recipe.language)
+        sets["parallel"] = [
+            Item(f"parallel-{i}", [{"role": "user", "content": cfg.translate_prompt.format(language=lang_name, source=src)}], ref, None, "translate")
+            for i, (src, ref) in enumerate(read_parallel(path), 1)
+        ]
+        info["parallel"] = {"kind": "parallel", "source": str(path)}
+    if cfg.perplexity_file:
+        ppl_texts = read_texts(find_file(cfg.perplexity_file, base_dir))
+        info["text"] = {"kind": "perplexity", "source": cfg.perplexity_file}
+    else:
+        ppl_texts = [i.reference for i in sets["held-out"] if i.reference]
+    return {k: v for k, v in sets.items() if v}, ppl_texts, info
 
-    card = {"language": recipe.language, "base_model": recipe.base_model, "models": {}}
+
+def expected_langs(name: str, items: list[Item], recipe: Recipe, lid) -> list[str]:
+    """The language each reply should be in: the target, or the prompt's own for suites if so configured."""
+    target = recipe.language
+    if name in REFERENCE_SETS or name == "parallel" or recipe.evaluate.expect_reply_in == "target":
+        return [target] * len(items)
+    out = []
+    for it in items:
+        lang = it.lang or lid.detect(it.messages[-1]["content"]) or target
+        out.append(lang.lower())
+    return out
+
+
+def score_set(name: str, items: list[Item], replies, expected: list[str], lid) -> tuple[dict, list[dict]]:
+    from mothertongue.metrics.behaviour import behaviour_scores, repetition
+    from mothertongue.metrics.fidelity import fidelity_scores
+    from mothertongue.metrics.reference import bleu, exact_match_rate
+
+    hyps = [r.text for r in replies]
+    judgements = [lid.judge(h) for h in hyps]
+    scores: dict = {"n": len(items)}
+    refs = [i.reference for i in items]
+    if all(r is not None for r in refs):
+        scores["exact_match"] = exact_match_rate(hyps, refs)
+        scores["chrf"] = chrf(hyps, refs)
+        if name == "parallel":
+            scores["bleu"] = bleu(hyps, refs)
+    scores.update(behaviour_scores(hyps, [r.ended for r in replies], [r.new_tokens for r in replies]))
+    scores.update(fidelity_scores(judgements, expected))
+    gens = []
+    for it, rep, j, exp in zip(items, replies, judgements, expected):
+        gens.append({
+            "set": name, "id": it.id, "category": it.category, "messages": it.messages,
+            "prompt": it.messages[-1]["content"], "reference": it.reference, "reply": rep.text,
+            "ended": rep.ended, "tokens": rep.new_tokens, "expected_lang": exp, "reply_lang": j.lang,
+            "sentence_langs": j.sentences, "repetition": round(repetition(rep.text), 3),
+        })
+    return scores, gens
+
+
+def score_model(model, tokenizer, stop_ids, sets: dict[str, list[Item]], recipe: Recipe, lid,
+                ppl_texts: list[str] | None = None) -> tuple[dict, list[dict]]:
+    """Generate for every set (batched, chat's end-of-turn handling) and score it."""
+    from mothertongue.generation import generate, generation_kwargs
+    from mothertongue.metrics.perplexity import perplexity
+
+    cfg = recipe.evaluate
+    kw = generation_kwargs(cfg.preset, recipe.chat, cfg.max_new_tokens)
+    scores, gens = {}, []
+    for name, items in sets.items():
+        replies = generate(model, tokenizer, [i.messages for i in items], stop_ids, batch_size=cfg.batch_size, **kw)
+        scores[name], g = score_set(name, items, replies, expected_langs(name, items, recipe, lid), lid)
+        gens += g
+    if ppl_texts:
+        ppl = perplexity(model, tokenizer, ppl_texts, batch_size=cfg.batch_size)
+        if cfg.perplexity_file:
+            scores["text"] = {"n": len(ppl_texts), "perplexity": ppl}
+        elif "held-out" in scores:
+            scores["held-out"]["perplexity"] = ppl
+    return scores, gens
+
+
+def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
+    from mothertongue.metrics.fidelity import FidelityJudge
+    from mothertongue.metrics.report import format_table, write_html, write_markdown
+    from mothertongue.models import load_for_inference
+
+    cfg = recipe.evaluate
+    started = time.time()
+    sets, ppl_texts, info = build_sets(recipe, run)
+    try:
+        lid = FidelityJudge(recipe.language, cfg.fidelity_languages, cfg.min_letters)
+    except ValueError as e:
+        raise StageError(f"evaluate.fidelity_languages / language: {e}") from None
+    card: dict = {"name": recipe.name, "language": recipe.language, "base_model": recipe.base_model,
+                  "preset": cfg.preset, "max_new_tokens": cfg.max_new_tokens,
+                  "expect_reply_in": cfg.expect_reply_in, "sets": info, "models": {}}
     all_gens = []
-    which = ["base", "tuned"] if recipe.evaluate.compare_base else ["tuned"]
+    which = ["base", "tuned"] if cfg.compare_base else ["tuned"]
     for w in which:
         model, tok, stop = load_for_inference(run.root, w)
-        scores, gens = score_model(model, tok, stop, sets, recipe)
+        scores, gens = score_model(model, tok, stop, sets, recipe, lid, ppl_texts)
+        if cfg.benchmarks:
+            from mothertongue.metrics.benchmarks import run_benchmarks
+
+            bench, note = run_benchmarks(model, tok, recipe)
+            scores.update(bench)
+            card["benchmarks_note"] = note
         card["models"][w] = scores
         all_gens += [{"model": w, **g} for g in gens]
         del model
-    table = format_table(card)
+    if cfg.judge.enabled and "base" in card["models"]:
+        from mothertongue.metrics.judge import judge_pairwise
+
+        card["judge"] = judge_pairwise(all_gens, recipe)
+    card["seconds"] = round(time.time() - started, 1)
     write_jsonl(out / "generations.jsonl", all_gens)
     atomic_write_json(out / "scorecard.json", card)
-    atomic_write_text(out / "scorecard.md", f"# Scorecard: {recipe.name}\n\n{table}\n")
-    print(f"[evaluate] base vs tuned, greedy decoding:\n{table}")
+    write_markdown(card, out / "scorecard.md")
+    if cfg.html:
+        write_html(card, all_gens, out / "scorecard.html")
+    print(f"[evaluate] base vs tuned, {cfg.preset} decoding ({card['seconds']} s):\n{format_table(card)}")
     return card
 
 
+def load_card(run_dir: Path) -> dict:
+    path = RunDir(Path(run_dir)).require("evaluate", "the scorecard") / "scorecard.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg}); rerun `mothertongue evaluate {run_dir} --force`") from None
+
+
 def print_scorecard(run_dir: Path) -> str:
-    card = json.loads((RunDir(run_dir).require("evaluate", "scorecard") / "scorecard.json").read_text())
-    return format_table(card)
+    from mothertongue.metrics.report import format_table
+
+    return format_table(load_card(run_dir))

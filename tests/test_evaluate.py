@@ -1,0 +1,121 @@
+"""The evaluate stage end to end: fidelity rises after training, the CLI on a run dir, the HTML page.
+
+    python -m pytest -q tests/test_evaluate.py            # the Chromium screenshot test is marked slow
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run_recipe
+
+THINGS = ["Apfel", "Baum", "Fluss", "Garten", "Hund", "Katze", "Vogel", "Berg", "Stern", "Wald", "Zug",
+          "Buch", "Fenster", "Haus", "Brot", "Kaffee", "Regen", "Wind", "Mond", "Ball"]
+EN = ["apple", "tree", "river", "garden", "dog", "cat", "bird", "mountain", "star", "forest", "train",
+      "book", "window", "house", "bread", "coffee", "rain", "wind", "moon", "ball"]
+
+
+def _synthetic_task(path: Path) -> None:
+    """Questions in English, answers always in German: a model that learned it 'speaks' German."""
+    lines = ["# synthetic: English questions, German answers"]
+    for de, en in zip(THINGS, EN):
+        lines.append(f"Tell me something about the {en}.#Ich erzähle dir gern etwas über {de}, denn {de} ist wirklich schön.")
+        lines.append(f"What do you think of the {en}?#Ich finde {de} sehr gut und denke oft an {de}.")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    suite = [{"prompt": f"Tell me something about the {en}.", "lang": "en"} for en in EN[::2]]
+    suite += [{"prompt": f"What do you think of the {en}?", "lang": "en"} for en in EN[1::2]]
+    (path.parent / "suite.jsonl").write_text("\n".join(json.dumps(s) for s in suite) + "\n", encoding="utf-8")
+
+
+def test_fidelity_rises_after_training_on_a_target_language_task(tmp_path):
+    _synthetic_task(tmp_path / "task.txt")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: synthetic\nlanguage: de\nbase_model: tiny\n"
+        "tiny_model: {hidden_size: 96, intermediate_size: 256, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 600}\n"
+        "ingest: {sources: [{path: task.txt, format: text, options: {lang: de}}]}\n"
+        "build: {template: chatml, max_length: 128}\n"
+        "train: {adapter: full, epochs: 12, learning_rate: 0.003, batch_size: 8, logging_steps: 50, save_steps: 1000}\n"
+        "evaluate: {max_new_tokens: 32, train_sample: 0, suites: [suite.jsonl], expect_reply_in: target, html: false}\n",
+        encoding="utf-8")
+    run_recipe(recipe, [f"run_dir={tmp_path / 'run'}"])
+    card = json.loads((tmp_path / "run" / "evaluate" / "scorecard.json").read_text())
+    base, tuned = card["models"]["base"]["prompts-suite"], card["models"]["tuned"]["prompts-suite"]
+    assert tuned["n"] == base["n"] == 20
+    assert tuned["fidelity"] is not None and tuned["fidelity"] >= 0.9
+    base_fid = base["fidelity"] or 0.0
+    assert tuned["fidelity"] > base_fid + 0.3, (base, tuned)
+    assert tuned["sentence_fidelity"] > (base["sentence_fidelity"] or 0.0)
+    # Expecting English replies instead turns the same German replies into failures.
+    gens = [json.loads(x) for x in (tmp_path / "run" / "evaluate" / "generations.jsonl").read_text().splitlines()]
+    assert {g["expected_lang"] for g in gens} == {"de"}
+    assert sum(g["reply_lang"] == "de" for g in gens if g["model"] == "tuned") >= 18
+
+
+def test_evaluate_run_dir_cli_prints_table_and_writes_files(quickstart_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(quickstart_run, run)
+    shutil.rmtree(run / "evaluate")
+    cmd = [sys.executable, "-m", "mothertongue", "evaluate", str(run), "evaluate.suite_max_prompts=12"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    for needle in ("| set", "held-out (10)", "prompts-de (12)", "prompts-en (12)", "in expected language", "chrF", "perplexity"):
+        assert needle in p.stdout
+    out = run / "evaluate"
+    for f in ("scorecard.json", "scorecard.md", "scorecard.html", "generations.jsonl", "manifest.json"):
+        assert (out / f).exists(), f
+    card = json.loads((out / "scorecard.json").read_text())
+    tuned, base = card["models"]["tuned"], card["models"]["base"]
+    assert tuned["held-out"]["perplexity"] < base["held-out"]["perplexity"]
+    assert tuned["held-out"]["fidelity"] > (base["held-out"]["fidelity"] or 0)
+    gens = (out / "generations.jsonl").read_text().splitlines()
+    assert len(gens) == 2 * sum(s["n"] for s in tuned.values())
+    # Unchanged: a second call skips the stage and still prints the table from the saved card.
+    p2 = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p2.returncode == 0 and "skipped" in p2.stdout and "prompts-de (12)" in p2.stdout
+    # A folder that is not a run is one line on stderr, exit 2.
+    p3 = subprocess.run([sys.executable, "-m", "mothertongue", "evaluate", str(tmp_path)], capture_output=True, text=True)
+    assert p3.returncode == 2 and "recipe.resolved.yaml is missing" in p3.stderr and "Traceback" not in p3.stderr
+
+
+def test_quickstart_scorecard_has_fidelity_and_html(quickstart_run):
+    out = quickstart_run / "evaluate"
+    card = json.loads((out / "scorecard.json").read_text())
+    tuned = card["models"]["tuned"]
+    assert tuned["held-out"]["fidelity"] >= 0.9  # the tuned model answers the German prompts in German
+    assert "prompts-de" in tuned and tuned["prompts-de"]["n"] >= 60
+    page = (out / "scorecard.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 3 and "<script" not in page and "http" not in page.split("<h2>Replies")[0]
+
+
+def _chromium() -> str | None:
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+@pytest.mark.slow
+def test_html_scorecard_screenshot_shows_the_plots(quickstart_run, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    from PIL import Image
+
+    page = tmp_path / "scorecard.html"
+    shutil.copy(quickstart_run / "evaluate" / "scorecard.html", page)  # alone: nothing next to it
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={shot}", "--window-size=1200,2600", page.as_uri()],
+                   capture_output=True, timeout=120, check=False)
+    assert shot.exists(), "chromium wrote no screenshot"
+    img = Image.open(shot).convert("RGB")
+    colors = img.getcolors(maxcolors=1 << 20)
+    count = {c: n for n, c in colors}
+    tuned_blue = count.get((0x1F, 0x77, 0xB4), 0)
+    base_grey = count.get((0x9E, 0x9E, 0x9E), 0)
+    # Bars of both models are drawn (solid areas of the plot colours), not just the text table.
+    assert tuned_blue > 2000 and base_grey > 500, (tuned_blue, base_grey)
