@@ -227,7 +227,9 @@ class EvaluateConfig(Strict):
         default_factory=lambda: ["de", "en"],
         description="Prompt suites for fidelity and behaviour: shipped names (de, en) or .jsonl / .txt files.",
     )
-    suite_max_prompts: int | None = Field(None, gt=0, description="Use at most this many prompts of each suite.")
+    suite_max_prompts: int | None = Field(
+        24, gt=0, description="Use at most this many prompts of each suite (keeps the quickstart fast); null: all."
+    )
     expect_reply_in: Literal["prompt", "target"] = Field(
         "prompt", description="prompt: a reply should be in the prompt's language; target: always in `language`."
     )
