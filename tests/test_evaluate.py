@@ -89,7 +89,7 @@ def test_quickstart_scorecard_has_fidelity_and_html(quickstart_run):
     card = json.loads((out / "scorecard.json").read_text())
     tuned = card["models"]["tuned"]
     assert tuned["held-out"]["fidelity"] >= 0.9  # the tuned model answers the German prompts in German
-    assert "prompts-de" in tuned and tuned["prompts-de"]["n"] >= 60
+    assert "prompts-de" in tuned and tuned["prompts-de"]["n"] == 24  # default cap per suite
     page = (out / "scorecard.html").read_text()
     assert page.count('src="data:image/png;base64,') == 3 and "<script" not in page and "http" not in page.split("<h2>Replies")[0]
 
