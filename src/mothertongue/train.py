@@ -1,85 +1,53 @@
-"""Train stage: supervised fine-tuning with TRL's SFTTrainer, full or LoRA (PEFT).
+"""Train stage: SFT (full, LoRA, QLoRA), DPO, ORPO and continued pretraining with TRL + PEFT.
 
     mothertongue train recipes/quickstart.yaml
     mothertongue train recipes/quickstart.yaml train.adapter=lora train.epochs=5
+    accelerate launch --config_file accelerate/ddp.yaml -m mothertongue train RECIPE   # many GPUs
 
-Trains on `build/train.jsonl` (token ids with the loss mask already applied: assistant turns and
-their end-of-turn token), evaluates on `build/dev.jsonl` when it has examples, checkpoints every
-`train.save_steps` steps and resumes from the last checkpoint when rerun after a kill. Writes
-`train/model/` (adapter or full model, tokenizer with its chat template), `train/loss.json`,
-`train/loss.png` and, for the `tiny` base, the untuned starting weights in `train/base_model/`
-so the before/after comparison uses the very same model.
+sft trains on `build/train.jsonl` (token ids with the loss mask already applied: assistant turns
+and their end-of-turn token); dpo/orpo on `build/preference.jsonl`; cpt on `build/text.jsonl`.
+Evaluates on `build/dev.jsonl` when it has examples, checkpoints every `train.save_steps` steps
+and, when rerun after a kill, resumes from the last complete checkpoint (weights, optimizer,
+scheduler, RNG and data position). Writes `train/model/` (adapter or full model, tokenizer with
+the chat template, model card README.md, resolved recipe), `train/loss.json`, `train/loss.png`,
+TensorBoard logs in `train/tensorboard/` and, for the `tiny` base, the untuned starting weights
+in `train/base_model/` so the before/after comparison uses the very same model.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
 from pathlib import Path
 
-from mothertongue.config import Recipe
+from mothertongue.config import Recipe, save_resolved
 from mothertongue.conversation import DataError
-from mothertongue.models import TINY, load_base_model, pick_dtype, read_template_info, stop_token_ids
+from mothertongue.models import (
+    TINY,
+    load_base_model,
+    read_template_info,
+    stop_token_ids,
+)
 from mothertongue.runs import RunDir, atomic_write_json
 
 
-def load_rows(path: Path):
-    from datasets import Dataset
-
-    ids, labels = [], []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            ids.append(row["input_ids"])
-            labels.append(row["labels"])
-    return Dataset.from_dict({"input_ids": ids, "labels": labels})
-
-
-def lora_config(cfg):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.target_modules,
-        task_type="CAUSAL_LM",
-    )
-
-
-def sft_config(recipe: Recipe, out: Path, has_eval: bool):
-    import torch
-    from trl import SFTConfig
-
-    cfg = recipe.train
-    dtype = pick_dtype(cfg.precision)
-    on_gpu = torch.cuda.is_available()
-    return SFTConfig(
-        output_dir=str(out / "checkpoints"),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.scheduler,
-        warmup_steps=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay,
-        logging_steps=cfg.logging_steps,
-        save_steps=cfg.save_steps,
-        save_total_limit=2,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=cfg.save_steps if has_eval else None,
-        seed=recipe.seed,
-        data_seed=recipe.seed,
-        bf16=on_gpu and dtype == torch.bfloat16,
-        fp16=on_gpu and dtype == torch.float16,
-        activation_checkpointing=cfg.gradient_checkpointing,
-        max_length=recipe.build.max_length,
-        report_to=["tensorboard"],
-        dataloader_num_workers=0,
-        use_cpu=not on_gpu,
-    )
+def last_complete_checkpoint(ckpt_dir: Path, is_main: bool = True) -> str | None:
+    """Newest checkpoint that was written to the end (trainer_state.json is saved last); a
+    checkpoint cut short by a kill is removed so it is never resumed from."""
+    if not ckpt_dir.exists():
+        return None
+    found = []
+    for d in ckpt_dir.glob("checkpoint-*"):
+        step = d.name.rsplit("-", 1)[-1]
+        if d.is_dir() and step.isdigit():
+            found.append((int(step), d))
+    for _, d in sorted(found, reverse=True):
+        if (d / "trainer_state.json").exists():
+            return str(d)
+        if is_main:
+            print(f"[train] ignoring incomplete checkpoint {d.name} (interrupted while saving)")
+            shutil.rmtree(d, ignore_errors=True)
+    return None
 
 
 def plot_loss(history: list[dict], path: Path) -> None:
@@ -104,66 +72,161 @@ def plot_loss(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
-    from transformers import AutoTokenizer
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl import SFTTrainer
+def load_data(recipe: Recipe, build_dir: Path) -> tuple:
+    """(train dataset, eval dataset or None, counts) for the recipe's method."""
+    from mothertongue.training import data
 
+    method = recipe.train.method
+    counts: dict = {}
+    dev = data.load_sft(build_dir / "dev.jsonl")
+    if method == "sft":
+        train = data.load_sft(build_dir / "train.jsonl")
+        if len(train) == 0:
+            raise DataError(f"{build_dir / 'train.jsonl'}: no training examples")
+    elif method == "cpt":
+        train, blank = data.load_text(build_dir / "text.jsonl")
+        counts["blank text rows skipped"] = blank
+    else:
+        train = data.load_preference(build_dir / "preference.jsonl")
+        dev = dev.select([])  # preference pairs have no dev split yet
+    return train, (dev if len(dev) else None), counts
+
+
+def fit(recipe: Recipe, run: RunDir, out: Path):
+    """Train and save; returns (trainer, summary). Separate from `run` so tests can inspect the
+    in-memory model next to what was saved."""
+    from accelerate import PartialState
+    from transformers import AutoTokenizer
+
+    from mothertongue.training.card import write_card
+    from mothertongue.training.setup import build_trainer, learning_rate
+
+    state = PartialState()
     cfg = recipe.train
     build_dir = run.require("build", "train")
     tok_dir = build_dir / "tokenizer"
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     info = read_template_info(tok_dir)
-    train_ds = load_rows(build_dir / "train.jsonl")
-    dev_ds = load_rows(build_dir / "dev.jsonl")
-    if len(train_ds) == 0:
-        raise DataError(f"{build_dir / 'train.jsonl'}: no training examples")
+    if tokenizer.pad_token is None or tokenizer.pad_token_id in stop_token_ids(tokenizer, info.get("end_of_turn")):
+        # Padding with EOS/end-of-turn would mask the very token that teaches the model to stop.
+        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    train_ds, eval_ds, counts = load_data(recipe, build_dir)
 
-    model = load_base_model(recipe, tokenizer)
     base_saved = recipe.base_model == TINY
-    if base_saved and not (out / "base_model" / "config.json").exists():
-        model.save_pretrained(out / "base_model")
-    model.generation_config.eos_token_id = stop_token_ids(tokenizer, info.get("end_of_turn"))
+    base_dir = out / "base_model"
+    if base_saved:
+        if state.is_main_process and not (base_dir / "config.json").exists():
+            tiny = load_base_model(recipe, tokenizer)
+            tiny.save_pretrained(base_dir)
+            del tiny
+        state.wait_for_everyone()
+    # The tiny base is loaded back from disk so every method (qlora's quantized load included)
+    # starts from the very weights the evaluation compares against.
+    model = load_base_model(recipe, tokenizer, path=str(base_dir) if base_saved else None)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    stops = stop_token_ids(tokenizer, info.get("end_of_turn"))
+    model.generation_config.eos_token_id = stops
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    # No KV cache in training: with a cache transformers does not see the padding-free sequence
+    # boundaries and lets one example attend to the one before it.
+    model.config.use_cache = False
 
-    trainer = SFTTrainer(
-        model=model,
-        args=sft_config(recipe, out, has_eval=len(dev_ds) > 0),
-        train_dataset=train_ds,
-        eval_dataset=dev_ds if len(dev_ds) else None,
-        processing_class=tokenizer,
-        peft_config=lora_config(cfg) if cfg.adapter == "lora" else None,
-    )
-    last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").exists() else None
-    if last:
+    # TensorBoard logs outside checkpoints/ (deleted at the end), in the same place on resume.
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
+    trainer = build_trainer(recipe, model, tokenizer, train_ds, eval_ds, out)
+    last = last_complete_checkpoint(out / "checkpoints", state.is_main_process)
+    state.wait_for_everyone()
+    if last and state.is_main_process:
         print(f"[train] resuming from {last}")
     result = trainer.train(resume_from_checkpoint=last)
 
-    model_dir = out / "model"
-    trainer.model.generation_config.eos_token_id = stop_token_ids(tokenizer, info.get("end_of_turn"))
-    trainer.save_model(str(model_dir))
-    tokenizer.save_pretrained(model_dir)
-    shutil.copy(tok_dir / "mothertongue_template.json", model_dir / "mothertongue_template.json")
     history = trainer.state.log_history
-    atomic_write_json(out / "loss.json", history)
-    plot_loss(history, out / "loss.png")
     losses = [h["loss"] for h in history if "loss" in h]
-    model_info = {
-        "adapter": cfg.adapter,
-        "base_path": recipe.base_model,
-        "base_saved": base_saved,
-        "end_of_turn": info.get("end_of_turn"),
-        "trust_remote_code": cfg.trust_remote_code,
-        "method": cfg.method,
-    }
-    atomic_write_json(out / "model_info.json", model_info)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    runtime = result.metrics.get("train_runtime", 0.0)
+    tokens = int(trainer.state.num_input_tokens_seen or 0)
     summary = {
+        "method": cfg.method,
+        "adapter": cfg.adapter,
         "steps": trainer.state.global_step,
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
-        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
-        "adapter": cfg.adapter,
+        "eval_loss": evals[-1] if evals else None,
+        "train_runtime_s": round(runtime, 1),
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / runtime, 1) if runtime else None,
+        "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
+        "world_size": state.num_processes,
+        "learning_rate": learning_rate(recipe),
+        "resumed_from": Path(last).name if last else None,
+        "counts": counts,
     }
-    print(f"[train] {summary['steps']} steps, loss {summary['first_loss']} -> {summary['final_loss']}")
+
+    model_dir = out / "model"
+    trainer.model.config.use_cache = True
+    trainer.model.generation_config.eos_token_id = stops
+    trainer.save_model(str(model_dir))  # main process only, gathers FSDP/ZeRO-3 shards
+    state.wait_for_everyone()
+    if state.is_main_process:
+        tokenizer.save_pretrained(model_dir)
+        if (tok_dir / "mothertongue_template.json").exists():
+            shutil.copy(tok_dir / "mothertongue_template.json", model_dir / "mothertongue_template.json")
+        save_resolved(recipe, model_dir / "mothertongue_recipe.yaml")
+        hyper = _hyperparameters(recipe, trainer, info.get("template"))
+        write_card(recipe, model_dir / "README.md", summary, hyper)
+        atomic_write_json(out / "loss.json", history)
+        plot_loss(history, out / "loss.png")
+        model_info = {
+            "adapter": cfg.adapter,
+            "base_path": recipe.base_model,
+            "base_saved": base_saved,
+            "end_of_turn": info.get("end_of_turn"),
+            "trust_remote_code": cfg.trust_remote_code,
+            "method": cfg.method,
+        }
+        atomic_write_json(out / "model_info.json", model_info)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    return trainer, summary
+
+
+def _hyperparameters(recipe: Recipe, trainer, template: str | None) -> dict:
+    cfg, a = recipe.train, trainer.args
+    h = {
+        "method": cfg.method,
+        "adapter": cfg.adapter + (f" ({cfg.qlora_bits}-bit base)" if cfg.adapter == "qlora" else ""),
+        "learning rate": a.learning_rate,
+        "schedule": f"{a.lr_scheduler_type} with {cfg.warmup_ratio:.0%} warmup",
+        "epochs / max steps": f"{cfg.epochs} / {cfg.max_steps}",
+        "batch size x accumulation x devices": f"{cfg.batch_size} x {cfg.grad_accum} x {trainer.accelerator.num_processes}",
+        "precision": "bf16" if a.bf16 else "fp16" if a.fp16 else "fp32",
+        "batching": "packed" if cfg.packing or cfg.method == "cpt" else "padding-free" if cfg.padding_free and cfg.method == "sft" else "padded",
+        "max length": recipe.build.max_length,
+        "chat template": template or recipe.build.template or "tokenizer's own",
+    }
+    if cfg.adapter != "full":
+        h["LoRA"] = f"r={cfg.lora_r}, alpha={cfg.lora_alpha}, dropout={cfg.lora_dropout}, targets={cfg.target_modules}" + (
+            ", DoRA" if cfg.use_dora else ""
+        ) + (", rsLoRA" if cfg.use_rslora else "")
+    if cfg.method in ("dpo", "orpo"):
+        h["beta"] = cfg.beta
+    if cfg.train_embeddings:
+        h["embeddings + LM head"] = f"trained, lr {cfg.embedding_learning_rate or a.learning_rate / 10}"
+    return h
+
+
+def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
+    from accelerate import PartialState
+
+    _, summary = fit(recipe, run, out)
+    state = PartialState()
+    if not state.is_main_process:
+        # Under `accelerate launch` every rank runs the stage; only the main one may write the
+        # manifest and move train.partial into place, so the others stop here, successfully.
+        raise SystemExit(0)
+    print(
+        f"[train] {summary['steps']} steps, loss {summary['first_loss']} -> {summary['final_loss']}"
+        f" ({summary['tokens_per_s']} tokens/s, {summary['precision']}, {summary['world_size']} process(es))"
+    )
     return summary

@@ -1,0 +1,283 @@
+"""Train stage: SFT full/LoRA, preference methods, continued pretraining, on tiny models built here.
+
+    python -m pytest -q tests/test_train.py
+
+Each test trains a small Llama (built from a config, tokenizer trained on the spot) on a small
+synthetic task and checks the outcome: loss falls, the right weights move, the saved artefacts
+load back to the same model, the task is learned.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+# A tiny synthetic instruction task: name the German word for an English one.
+WORDS = {
+    "cat": "Katze", "dog": "Hund", "house": "Haus", "tree": "Baum", "water": "Wasser",
+    "bread": "Brot", "milk": "Milch", "apple": "Apfel", "book": "Buch", "table": "Tisch",
+    "chair": "Stuhl", "window": "Fenster", "door": "Tür", "sun": "Sonne", "moon": "Mond",
+    "star": "Stern", "car": "Auto", "train": "Zug", "school": "Schule", "friend": "Freund",
+    "mother": "Mutter", "father": "Vater", "child": "Kind", "city": "Stadt",
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: with 2 OpenMP threads each step spin-waits on a
+    busy core and runs ~10x slower than with one."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def write_recipe(root: Path, extra: str = "") -> Path:
+    data = root / "words.txt"
+    data.write_text(
+        "\n".join(f"Was heißt {en} auf Deutsch?#Das heißt {de}." for en, de in WORDS.items()) + "\n",
+        encoding="utf-8",
+    )
+    recipe = root / "recipe.yaml"
+    recipe.write_text(
+        f"""name: words
+run_dir: {root / "run"}
+language: de
+base_model: tiny
+seed: 7
+tiny_model: {{hidden_size: 64, intermediate_size: 160, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 400}}
+ingest:
+  sources: [{{path: words.txt, format: text, options: {{lang: de}}}}]
+build: {{template: chatml, max_length: 64}}
+train:
+  adapter: full
+  learning_rate: 0.005
+  batch_size: 8
+  epochs: 1
+  logging_steps: 5
+  save_steps: 1000
+  warmup_ratio: 0.05
+{extra}""",
+        encoding="utf-8",
+    )
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """A recipe dir whose run has ingest + build done (train not yet)."""
+    from conftest import run_recipe
+
+    root = tmp_path_factory.mktemp("words")
+    recipe = write_recipe(root)
+    run_recipe(recipe, [], stages=["ingest", "build"])
+    return root
+
+
+def fresh(built: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the built run, so each test trains on its own."""
+    root = tmp_path / "r"
+    shutil.copytree(built, root)
+    recipe = root / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace(str(built), str(root)))
+    return root, recipe
+
+
+def load(recipe: Path, overrides: list[str]):
+    from mothertongue.config import load_recipe
+
+    return load_recipe(recipe, overrides)
+
+
+def fit(recipe, root: Path):
+    from mothertongue import train
+    from mothertongue.runs import RunDir
+
+    out = root / "run" / "train.partial"
+    out.mkdir(parents=True, exist_ok=True)
+    return train.fit(recipe, RunDir(root / "run"), out), out
+
+
+def weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    files = sorted(path.glob("*.safetensors"))
+    out = {}
+    for f in files:
+        out.update(load_file(f))
+    return out
+
+
+@pytest.fixture(scope="module")
+def warm_base(built, tmp_path_factory) -> Path:
+    """A briefly fully-trained model saved to a folder: a realistic LoRA starting point (LoRA
+    cannot move a random model's tied LM head), loaded back through the local-path code."""
+    root, path = fresh(built, tmp_path_factory.mktemp("warm"))
+    (_, summary), out = fit(load(path, ["train.epochs=10"]), root)
+    return out / "model"
+
+
+def test_lora_moves_only_adapter_and_reloads_same_logits(built, warm_base, tmp_path):
+    import torch
+    import yaml
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    root, path = fresh(built, tmp_path)
+    recipe = load(path, [f"base_model={warm_base}", "train.adapter=lora", "train.lora_r=8",
+                         "train.use_rslora=true", "train.learning_rate=0.003", "train.epochs=8"])
+    (trainer, summary), out = fit(recipe, root)
+    assert summary["final_loss"] < summary["first_loss"]
+
+    base = weights(warm_base)
+    model = trainer.model
+    names = dict(model.named_parameters())
+    lora_b = [n for n in names if "lora_B" in n]
+    assert lora_b and all(names[n].abs().sum() > 0 for n in lora_b)  # B starts at zero
+    for n, p in names.items():
+        if "lora_" in n:
+            continue
+        key = n.replace("base_model.model.", "", 1).replace(".base_layer", "")
+        assert not p.requires_grad
+        if key in base:
+            assert torch.equal(p.detach().cpu().float(), base[key].float()), f"{n} moved"
+
+    ids = torch.tensor([[5, 17, 33, 48, 9, 101, 7]])
+    model.eval()
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    reloaded = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(warm_base, dtype=torch.float32), out / "model"
+    ).eval()
+    with torch.no_grad():
+        got = reloaded(input_ids=ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+    card = (out / "model" / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["language"] == ["de"] and meta["library_name"] == "peft"
+    assert meta["base_model"] == str(warm_base)
+    assert "lora" in meta["tags"] and meta["datasets"] == ["words.txt"]
+    assert "rsLoRA" in card and "r=8" in card
+    assert (out / "model" / "mothertongue_recipe.yaml").exists()
+    assert (out / "loss.png").exists() and list((out / "tensorboard").rglob("events.out.tfevents*"))
+
+
+def test_full_sft_learns_the_task(built, tmp_path):
+    """Default batching and precision (padding-free, bf16 autocast where the CPU has it)."""
+    import torch
+
+    from mothertongue.generation import generate
+    from mothertongue.models import load_for_inference, stop_token_ids
+
+    root, path = fresh(built, tmp_path)
+    recipe = load(path, ["train.epochs=100"])
+    (trainer, summary), out = fit(recipe, root)
+    assert summary["final_loss"] < 0.2 * summary["first_loss"]
+    base = weights(out / "base_model")
+    tuned = weights(out / "model")
+    moved = [k for k in base if "layers" in k and not torch.equal(base[k], tuned[k])]
+    assert len(moved) == len([k for k in base if "layers" in k])
+
+    shutil.move(str(out), str(root / "run" / "train"))
+    (root / "run" / "train" / "manifest.json").write_text("{}")
+    model, tok, stops = load_for_inference(root / "run")
+    assert stops == stop_token_ids(tok, "<|im_end|>")
+    convs = [[{"role": "user", "content": f"Was heißt {en} auf Deutsch?"}] for en in WORDS]
+    replies = generate(model, tok, convs, stops, max_new_tokens=12, do_sample=False)
+    exact = sum(r.text == f"Das heißt {de}." and r.ended for r, de in zip(replies, WORDS.values()))
+    assert exact / len(WORDS) >= 0.95, [r.text for r in replies]
+
+
+def _margins(model, tok, pairs) -> list[float]:
+    """log p(chosen) - log p(rejected) for each pair, summed over the answer tokens."""
+    import torch
+
+    from mothertongue import templates
+
+    out = []
+    model.eval()
+    for p in pairs:
+        prompt = templates.render(tok, p["prompt"], add_generation_prompt=True)
+        lp = []
+        for ans in (p["chosen"], p["rejected"]):
+            full = templates.render(tok, p["prompt"] + [{"role": "assistant", "content": ans}])
+            n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+            ids = torch.tensor([tok(full, add_special_tokens=False)["input_ids"]])
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits.float()
+            logp = torch.log_softmax(logits[0, :-1], -1).gather(1, ids[0, 1:, None])[:, 0]
+            lp.append(logp[n_prompt - 1 :].sum().item())
+        out.append(lp[0] - lp[1])
+    return out
+
+
+@pytest.mark.parametrize("method", ["dpo", "orpo"])
+def test_preference_margin_grows(built, tmp_path, method):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root, path = fresh(built, tmp_path)
+    items = list(WORDS.items())
+    pairs = [
+        {"id": str(i), "prompt": [{"role": "user", "content": f"Was heißt {en} auf Deutsch?"}],
+         "chosen": f"Das heißt {de}.", "rejected": f"Das heißt {items[(i + 5) % len(items)][1]}."}
+        for i, (en, de) in enumerate(items)
+    ]
+    build = root / "run" / "build"
+    (build / "preference.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    recipe = load(path, [f"train.method={method}", "train.learning_rate=0.003", "train.max_steps=12",
+                         "train.beta=0.5", "train.logging_steps=2"])
+    (trainer, summary), out = fit(recipe, root)
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    before = _margins(AutoModelForCausalLM.from_pretrained(out / "base_model", dtype=torch.float32), tok, pairs)
+    after = _margins(AutoModelForCausalLM.from_pretrained(out / "model", dtype=torch.float32), tok, pairs)
+    mean_b, mean_a = sum(before) / len(before), sum(after) / len(after)
+    assert mean_a > mean_b + 1.0, (mean_b, mean_a)
+    assert sum(a > b for a, b in zip(after, before)) >= 0.8 * len(pairs)
+
+
+def test_cpt_trains_embeddings_on_their_own_rate(built, tmp_path):
+    import torch
+
+    root, path = fresh(built, tmp_path)
+    text = [f"Die {de} ist hier. Ich sehe {de} und sage {de}." for de in WORDS.values()] * 3
+    (root / "run" / "build" / "text.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in text))
+    recipe = load(path, ["train.method=cpt", "train.adapter=lora", "train.train_embeddings=true",
+                         "train.learning_rate=0.01", "train.embedding_learning_rate=0.001", "train.max_steps=10",
+                         "train.logging_steps=1"])
+    (trainer, summary), out = fit(recipe, root)
+    assert summary["final_loss"] < summary["first_loss"]
+    rates = sorted({g["initial_lr"] for g in trainer.optimizer.param_groups})
+    assert rates == [0.001, 0.01]
+    emb = [p for n, p in trainer.model.named_parameters() if "embed_tokens" in n and "modules_to_save" in n]
+    base = weights(out / "base_model")["model.embed_tokens.weight"]
+    assert emb and emb[0].requires_grad and not torch.equal(emb[0].detach().cpu(), base)
+
+
+def test_qlora_without_cuda_is_a_clear_error(built, tmp_path):
+    import torch
+
+    from mothertongue.runs import StageError
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    root, path = fresh(built, tmp_path)
+    with pytest.raises(StageError, match="qlora needs a CUDA GPU"):
+        fit(load(path, ["train.adapter=qlora"]), root)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", [4, 8])
+def test_qlora_on_gpu(built, tmp_path, bits):
+    root, path = fresh(built, tmp_path)
+    recipe = load(path, ["train.adapter=qlora", f"train.qlora_bits={bits}", "train.learning_rate=0.01",
+                         "train.epochs=5"])
+    (trainer, summary), out = fit(recipe, root)
+    assert summary["final_loss"] < summary["first_loss"]
+    assert (out / "model" / "adapter_config.json").exists()
