@@ -123,3 +123,35 @@ def test_preference_pairs_written(tmp_path):
     assert rows == [{"id": "p1", "prompt": [{"role": "system", "content": languages.LANGS["de"].system[0]},
                                             {"role": "user", "content": "Wie heißt du?"}],
                      "chosen": "Ich heiße Max.", "rejected": "Keine Ahnung."}]
+
+
+WORDS = ["eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun", "zehn", "elf", "zwölf",
+         "dreizehn", "vierzehn", "fünfzehn", "sechzehn", "siebzehn", "achtzehn"]
+
+
+@pytest.mark.slow
+def test_tiny_model_learns_style_tag(tmp_path):
+    """Trained on the same prompts with and without a pirate tag, the model follows the tag at chat time."""
+    from mothertongue.generation import generate
+    from mothertongue.models import load_for_inference
+
+    convs = []
+    for i, w in enumerate(WORDS[:14]):
+        convs.append(Conversation(f"p{i}", [Message("user", f"Nenne die Zahl {w}."), Message("assistant", f"{w.capitalize()}.")]))
+        convs.append(Conversation(f"s{i}", [Message("user", f"Nenne die Zahl {w}."),
+                                           Message("assistant", f"Arr, {w}, Matrose!")], tags=["pirate"]))
+    r = _recipe(tmp_path, *TINY, "train.adapter=full", "train.epochs=60", "train.learning_rate=0.003",
+                "train.batch_size=8", "train.logging_steps=50", "build.template=chatml")
+    _upstream(tmp_path / "run", "ingest", convs)
+    for stage in ("build", "train"):
+        run_stage(r, stage)
+    model, tok, stop = load_for_inference(tmp_path / "run", "tuned")
+    base = mix.base_system_prompt(r.build, "de")
+    pirate = mix.style_system_prompt("de", "pirate", base)
+    prompts = [f"Nenne die Zahl {w}." for w in WORDS]  # the last four were never seen
+    ask = lambda sp: [r.text for r in generate(model, tok, [[{"role": "system", "content": sp}, {"role": "user", "content": p}] for p in prompts], stop, max_new_tokens=16)]  # noqa: E731
+    styled, plain = ask(pirate), ask(base)
+    assert sum(s.startswith("Arr,") and s.endswith("Matrose!") for s in styled) >= 0.9 * len(prompts), styled
+    assert sum(not p.startswith("Arr") for p in plain) >= 0.9 * len(prompts), plain
+    exact = sum(s == f"Arr, {w}, Matrose!" for s, w in zip(styled, WORDS[:14]))
+    assert exact >= 12, styled[:14]
