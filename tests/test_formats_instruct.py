@@ -173,3 +173,12 @@ def test_wrong_explicit_format_names_missing_fields():
     msg = str(e.value)
     assert "sharegpt.json:2: not in alpaca format: missing field(s) instruction, output" in msg
     assert "looks like sharegpt" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("name", FORMATS.names())
+def test_every_format_imports_and_documents_a_row(name):
+    import sys
+
+    cls = FORMATS.get(name)
+    doc = sys.modules[cls.__module__].__doc__
+    assert FORMATS.doc(name) and "becomes" in doc and "mothertongue" in doc

@@ -1,5 +1,7 @@
 """The plain text format people write by hand: one example per line, `instruction#response`.
 
+    mothertongue ingest recipes/quickstart.yaml     # sources: [{path: data/quickstart_de.txt, format: text}]
+
 Source (a UTF-8 text file)::
 
     # Begrüßungen
