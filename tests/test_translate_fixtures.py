@@ -10,6 +10,7 @@ Metaspace pre-tokenization so decoding is byte-exact) and converted for CTransla
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def random_sentence(rng: random.Random, lo: int = 1, hi: int = 9) -> str:
     return " ".join(words) + end
 
 
-def train_tiny_marian(out: Path, seed: int = 0, steps: int = 300) -> Path:
+def train_tiny_marian(out: Path, seed: int = 0, steps: int = 600) -> Path:
     """Train and save the model; returns its folder."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -43,29 +44,38 @@ def train_tiny_marian(out: Path, seed: int = 0, steps: int = 300) -> Path:
     rng = random.Random(seed)
     pairs = [(s, to_xx(s)) for s in (random_sentence(rng) for _ in range(4000))]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
     tok.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "</s>", "<unk>"], show_progress=False)
+    # Like real OPUS-MT vocabularies: </s>=0, <unk>=1, ..., <pad> last (CTranslate2 relies on it).
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["</s>", "<unk>"], show_progress=False)
     tok.train_from_iterator([t for p in pairs for t in p], trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok.add_special_tokens(["<pad>"])
+    pad_id = tok.token_to_id("<pad>")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 0)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     torch.manual_seed(seed)
     cfg = MarianConfig(
         vocab_size=len(fast), d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
         decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=64,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, forced_eos_token_id=1,
+        pad_token_id=pad_id, eos_token_id=0, decoder_start_token_id=pad_id, forced_eos_token_id=0,
         scale_embedding=True, share_encoder_decoder_embeddings=True, dropout=0.0,
         num_beams=1, max_length=64,
     )  # fmt: skip
     model = MarianMTModel(cfg)
+    # Marian decodes from a zero <pad> embedding (real OPUS-MT checkpoints have one, CTranslate2
+    # relies on it); keep that row at zero by masking its gradient.
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        emb[pad_id].zero_()
+    emb.register_hook(lambda g: g.index_fill(0, torch.tensor([pad_id]), 0.0))
     torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and the CPU is shared
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-3, total_steps=steps, pct_start=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
     model.train()
     for _ in range(steps):
-        batch = rng.sample(pairs, 64)
+        batch = rng.sample(pairs, 32)
         enc = fast([s for s, _ in batch], text_target=[t for _, t in batch], padding=True, return_tensors="pt")
-        enc["labels"][enc["labels"] == 0] = -100
+        enc["labels"][enc["labels"] == pad_id] = -100
         loss = model(**enc).loss
         loss.backward()
         opt.step()
@@ -75,4 +85,15 @@ def train_tiny_marian(out: Path, seed: int = 0, steps: int = 300) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     fast.save_pretrained(out)
+    return out
+
+
+def tiny_marian_path(tmp_path_factory) -> Path:
+    """The trained tiny en->xx Marian model, trained once per session and kept in the session's
+    base temp dir (the test modules' `tiny_marian` fixtures all call this)."""
+    base = tmp_path_factory.getbasetemp()
+    os.environ.setdefault("MT_CT2_CACHE", str(base / "ct2-cache"))
+    out = base / "tiny_marian_en_xx"
+    if not (out / "model.safetensors").exists():
+        train_tiny_marian(out)
     return out

@@ -71,9 +71,60 @@ def ingest(recipe: str = RECIPE, overrides: list[str] = OVERRIDES, force: bool =
 
 
 @app.command()
-def translate(recipe: str = RECIPE, overrides: list[str] = OVERRIDES, force: bool = FORCE) -> None:
-    """Machine-translate the ingested conversations into the target language."""
+def translate(
+    recipe: str = RECIPE,
+    overrides: list[str] = OVERRIDES,
+    force: bool = FORCE,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (routes, models, segments, time); translate nothing."),
+    shard: str = typer.Option(None, "--shard", help="i/n: translate this worker's share into its own memory; rerun without to finish."),
+) -> None:
+    """Machine-translate the ingested conversations into the target language (resumable)."""
+    if dry_run or shard:
+        from mothertongue import translate as tr
+
+        r = _recipe(recipe, overrides)
+        if dry_run:
+            typer.echo(tr.dry_run(r))
+        else:
+            i, n = tr.parse_shard(shard)
+            typer.echo(f"[translate] shard {i}/{n} done: {tr.run_shard(r, i, n)}")
+        return
     _stage("translate", recipe, overrides, force)
+
+
+@app.command("merge-memory")
+def merge_memory(
+    dest: str = typer.Argument(..., help="Translation memory to merge into (created if missing)."),
+    sources: list[str] = typer.Argument(..., help="Memories to copy in (e.g. shard memories)."),
+) -> None:
+    """Merge translation memories (SQLite) from shards or other machines into one."""
+    from mothertongue.engines.memory import Memory
+
+    mem = Memory(dest)
+    for src in sources:
+        if not Path(src).exists():
+            raise FileNotFoundError(f"translation memory not found: {src}")
+        typer.echo(f"{src}: {mem.merge_from(src)} new segments")
+    typer.echo(f"{dest}: {mem.count()} segments")
+    mem.close()
+
+
+@app.command("mt-bench")
+def mt_bench(
+    data: str = typer.Argument(..., help="Parallel file: `source<TAB>reference` per line."),
+    models: list[str] = typer.Option(..., "--model", "-m", help="Candidate model (repeat); `engine:model` picks an engine."),
+    src: str = typer.Option(..., "--src", help="Source language (ISO 639-1)."),
+    tgt: str = typer.Option(..., "--tgt", help="Target language (ISO 639-1)."),
+    engine: str = typer.Option("ctranslate2", "--engine", help="Default engine for models without a prefix."),
+    beam_size: int = typer.Option(1, "--beam-size", help="Beam size (1: greedy)."),
+    limit: int = typer.Option(None, "--limit", help="Use only the first N lines."),
+    options: list[str] = typer.Option(None, "--option", "-o", help="Engine option key=value (repeat)."),
+) -> None:
+    """Score MT models on your parallel data: BLEU, chrF (sacreBLEU) and speed, side by side."""
+    from mothertongue.mtbench import bench, format_table
+
+    rows = bench(data, models, src, tgt, engine=engine, beam_size=beam_size, limit=limit, options=options)
+    typer.echo(format_table(rows))
 
 
 @app.command()
@@ -208,6 +259,15 @@ def ls_formats() -> None:
 
     for n in FORMATS.names():
         typer.echo(f"{n:<14} {FORMATS.doc(n)}")
+
+
+@ls_app.command("engines")
+def ls_engines() -> None:
+    """Translation engines (translate.engine)."""
+    from mothertongue.engines import ENGINES
+
+    for n in ENGINES.names():
+        typer.echo(f"{n:<14} {ENGINES.doc(n)}")
 
 
 @ls_app.command("stages")

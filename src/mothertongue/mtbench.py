@@ -51,6 +51,7 @@ def bench(data, models: list[str], src: str, tgt: str, engine: str = "ctranslate
           limit: int | None = None, options: list[str] | None = None, device: str = "auto") -> list[dict]:  # fmt: skip
     """One row per candidate: model, engine, BLEU, chrF, segments/s, tokens/s, seconds."""
     import sacrebleu
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
     from mothertongue.engines import ENGINES, load_engine
 
@@ -64,7 +65,8 @@ def bench(data, models: list[str], src: str, tgt: str, engine: str = "ctranslate
         t0 = time.perf_counter()
         hyps = eng.translate(srcs, src, tgt, beam_size)
         secs = time.perf_counter() - t0
-        ntok = sum(len(sacrebleu.tokenizers.tokenizer_13a.Tokenizer13a()(h).split()) for h in hyps)
+        tok13a = Tokenizer13a()
+        ntok = sum(len(tok13a(h).split()) for h in hyps)
         rows.append({
             "model": model, "engine": name,
             "bleu": round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2),
