@@ -97,22 +97,26 @@ def stream_generate(model, tokenizer, messages: list[dict], stop_ids: list[int],
                     **gen_kwargs) -> Reply:
     """Answer one conversation, calling `on_text(piece)` as text is produced.
 
-    Pieces joined equal `Reply.text` (leading whitespace of the first piece is dropped, as
-    `generate` strips it). Beam search cannot stream; its text arrives as one piece at the end."""
+    Pieces joined equal `Reply.text` (leading and trailing whitespace of the reply are dropped,
+    as `generate` strips them). Beam search cannot stream; its text arrives as one piece at the end."""
     if gen_kwargs.get("num_beams", 1) > 1:
         rep = generate(model, tokenizer, [messages], stop_ids, **gen_kwargs)[0]
         if rep.text:
             on_text(rep.text)
         return rep
     started = False
+    held = ""  # trailing whitespace waits for more text: a reply's last whitespace is dropped
 
     def _piece(text: str) -> None:
-        nonlocal started
+        nonlocal started, held
         if not started:
             text = text.lstrip()
             started = bool(text)
-        if text:
-            on_text(text)
+        text = held + text
+        body = text.rstrip()
+        held = text[len(body):]
+        if body:
+            on_text(body)
 
     return generate(model, tokenizer, [messages], stop_ids, streamer=callback_streamer(tokenizer, _piece),
                     **gen_kwargs)[0]
