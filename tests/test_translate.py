@@ -248,3 +248,24 @@ def test_kill_at_random_points_then_resume_equals_uninterrupted_run(tiny_marian,
     # sometimes keeps two of these lowercase sentences together, longer than it was trained on).
     pairs = [(m["content"], to_xx(s["content"])) for r in rows for m, s in zip(r["messages"], r["meta"]["source_messages"])]
     assert sum(a == b for a, b in pairs) >= 0.8 * len(pairs)
+
+
+def test_shards_split_the_work_and_the_final_run_merges_them(tiny_marian, tmp_path):
+    from mothertongue.config import load_recipe
+    from mothertongue.runs import run_stage
+    from mothertongue.translate import run_shard
+
+    rng = random.Random(5)
+    convs = [{"messages": [{"role": "user", "content": f"{sent(rng)} {sent(rng)}"},
+                           {"role": "assistant", "content": sent(rng)}]} for _ in range(20)]  # fmt: skip
+    recipe = write_recipe(tmp_path, tiny_marian, convs)
+    r = load_recipe(recipe)
+    run_stage(r, "ingest", log=lambda m: None)
+    a, b = run_shard(r, 0, 2), run_shard(r, 1, 2)
+    assert a["translated"] > 0 and b["translated"] > 0
+    assert a["translated"] + b["translated"] == a["segments"] == b["segments"]
+    out = run_stage(r, "translate", log=lambda m: None)
+    report = json.loads((out / "report.json").read_text())
+    assert report["segments"]["translated"] == 0 and len(report["merged_shards"]) == 2
+    for c in read(out / "train.jsonl"):
+        assert [m["content"] for m in c["messages"]] == [to_xx(m["content"]) for m in c["meta"]["source_messages"]]
