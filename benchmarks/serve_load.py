@@ -5,8 +5,8 @@
     python benchmarks/serve_load.py --url http://127.0.0.1:8000 --requests 50   # a running server
 
 Sends exactly --requests chat completions (prompts from the run's held-out set) with at most
---concurrency in flight, stops after --max-seconds whatever happens, and prints one table row per
-run. Only loopback addresses are accepted as targets.
+--concurrency in flight (after one untimed warm-up request), stops after --max-seconds whatever
+happens, and prints one table row per run. Only loopback addresses are accepted as targets.
 """
 
 from __future__ import annotations
@@ -115,6 +115,10 @@ def main() -> int:
             toks = r.json()["usage"]["completion_tokens"] if ok else 0
         return ok, time.perf_counter() - t0, first, toks
 
+    # One untimed request first: the first generation pays one-off setup costs, which would
+    # otherwise land on the whole first batch and skew the percentiles.
+    client.post(f"{url}/v1/chat/completions", json={
+        "model": model, "max_tokens": 4, "messages": [{"role": "user", "content": prompts[0]}]})
     t0 = time.perf_counter()
     with ThreadPoolExecutor(a.concurrency) as pool:
         results = [r for r in pool.map(one, range(a.requests)) if r is not None]
