@@ -50,7 +50,7 @@ def test_merged_equals_adapter_on_base(lora_run, exported):
 
     out, result = exported
     merged_rep = result["exports"][0]
-    assert merged_rep["format"] == "merged" and merged_rep["same_greedy_output"]
+    assert merged_rep["format"] == "merged" and merged_rep["same_greedy_output"] and merged_rep["same_forced_tokens"]
     assert any(merged_rep["tuned"]), "the probe replies are real text"
     assert merged_rep["export"] == merged_rep["tuned"] and merged_rep["export_ids"] == merged_rep["tuned_ids"]
 
@@ -102,7 +102,7 @@ def test_ctranslate2_export_generates_the_same(exported):
     out, result = exported
     ct2 = result["exports"][1]
     assert ct2["format"] == "ct2" and Path(ct2["path"], "model.bin").exists()
-    assert ct2["same_greedy_output"], (ct2["export"], ct2["tuned"])
+    assert ct2["same_greedy_output"] and ct2["same_forced_tokens"], (ct2["export"], ct2["tuned"])
     assert any(ct2["export"])
     # The folder stands alone: model and tokenizer load from it and generate.
     from transformers import AutoTokenizer

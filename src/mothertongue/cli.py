@@ -240,7 +240,7 @@ def export(
     result = run_export(Path(run_dir), Path(out) if out else None, formats, gguf_type, llama_cpp,
                         ct2_quantization, push_to_hub, log=typer.echo)
     typer.echo(f"[export] report: {Path(out) if out else Path(run_dir) / 'export'}/report.json "
-               f"({len(result['exports'])} exports verified)")
+               f"({len(result['exports'])} exports loaded back and generated with)")
 
 
 @ls_app.command("templates")

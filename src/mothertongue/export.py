@@ -118,10 +118,10 @@ def merge(run_dir: Path, out_dir: Path, push_to_hub: str | None = None, max_new_
     report = {
         "format": "merged", "path": str(out_dir), "prompts": [p[0]["content"] for p in prompts],
         "tuned": tuned, "export": merged, "tuned_ids": tuned_ids, "export_ids": merged_ids,
-        "same_greedy_output": merged == tuned and merged_ids == tuned_ids,
+        "same_greedy_output": merged == tuned, "same_forced_tokens": merged_ids == tuned_ids,
         "chat_template": bool(back_tok.chat_template), "stop_ids": back_stop,
     }
-    if not report["same_greedy_output"]:
+    if not (report["same_greedy_output"] and report["same_forced_tokens"]):
         raise StageError(f"merged model at {out_dir} answers differently from the tuned model: {merged} vs {tuned}")
     if push_to_hub:
         # Only ever with an explicit --push-to-hub REPO.
@@ -168,7 +168,7 @@ def to_ctranslate2(merged_dir: Path, out_dir: Path, quantization: str = "int8", 
     return {"format": "ct2", "path": str(out_dir), "quantization": quantization,
             "prompts": [p[-1]["content"] for p in prompts], "export": texts, "tuned": ref,
             "export_ids": ct2_ids, "tuned_ids": ref_ids,
-            "same_greedy_output": texts == ref and ct2_ids == ref_ids}
+            "same_greedy_output": texts == ref, "same_forced_tokens": ct2_ids == ref_ids}
 
 
 # ----------------------------------------------------------------------------- GGUF
@@ -274,7 +274,8 @@ def export(run_dir: Path, out: Path | None = None, formats: tuple[str, ...] = ("
     if "ct2" in formats:
         rep = to_ctranslate2(merged_dir, out / f"ct2-{ct2_quantization}", ct2_quantization, prompts=prompts)
         reports.append(rep)
-        log(f"[export] ctranslate2 -> {rep['path']} (greedy output same as tuned: {rep['same_greedy_output']})")
+        log(f"[export] ctranslate2 -> {rep['path']} (greedy replies same as tuned: {rep['same_greedy_output']}; "
+            f"16 forced tokens same: {rep['same_forced_tokens']})")
     if "gguf" in formats:
         rep = to_gguf(merged_dir, out / f"model-{gguf_type}.gguf", gguf_type, llama_cpp, prompts=prompts)
         reports.append(rep)
