@@ -220,3 +220,16 @@ def test_sampling_with_seed_is_repeatable(server):
     b = _chat(server, "Nenne drei Farben.", **kw)
     assert a.status_code == b.status_code == 200
     assert a.json()["choices"][0]["message"]["content"] == b.json()["choices"][0]["message"]["content"]
+
+
+def test_style_extension_sets_the_system_prompt(server, engine):
+    from mothertongue.chat import style_system
+
+    plain = _chat(server, "Sag hallo.").json()["usage"]["prompt_tokens"]
+    styled = _chat(server, "Sag hallo.", style="pirate")
+    assert styled.status_code == 200
+    want = engine.messages_for([{"role": "user", "content": "Sag hallo."}], "pirate")
+    assert want[0] == {"role": "system", "content": style_system("de", "pirate", engine.system)}
+    from mothertongue.generation import prompt_ids
+
+    assert styled.json()["usage"]["prompt_tokens"] == len(prompt_ids(engine.tokenizer, want)) != plain

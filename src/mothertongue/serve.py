@@ -49,6 +49,7 @@ class ChatRequest(BaseModel):
     n: int = Field(1, ge=1, le=1)
     stop: str | list[str] | None = None
     seed: int | None = None
+    style: str | None = Field(None, max_length=64, description="mothertongue extension: a style tag, as /style in chat.")
 
 
 class ApiError(Exception):
@@ -94,8 +95,10 @@ class Engine:
     """Owns the model; one worker thread answers queued jobs (torch generation is not
     thread-safe on one model, and one batched forward pass beats several competing ones)."""
 
-    def __init__(self, model, tokenizer, stop_ids, chat_cfg, cfg, name: str, system: str | None):
+    def __init__(self, model, tokenizer, stop_ids, chat_cfg, cfg, name: str, system: str | None,
+                 language: str = "de"):
         self.model, self.tokenizer, self.stop_ids = model, tokenizer, stop_ids
+        self.language = language
         self.chat_cfg, self.cfg, self.name, self.system = chat_cfg, cfg, name, system
         self.created = int(time.time())
         self.jobs: queue.Queue = queue.Queue(maxsize=cfg.max_queue)
@@ -136,13 +139,18 @@ class Engine:
             msgs.append({"role": role, "content": _text(m.content)})
         if msgs[-1]["role"] != "user":
             raise ApiError(400, "the last message must have role user", param="messages")
-        return self.messages_for(msgs)
+        return self.messages_for(msgs, req.style)
 
-    def messages_for(self, msgs: list[dict]) -> list[dict]:
-        """The run's default system prompt goes first unless the client sent its own (as chat)."""
-        if self.system and msgs[0]["role"] != "system":
-            return [{"role": "system", "content": self.system}, *msgs]
-        return msgs
+    def messages_for(self, msgs: list[dict], style: str | None = None) -> list[dict]:
+        """The run's default system prompt goes first unless the client sent its own (as chat);
+        a style tag turns it into the style's system prompt, as `/style` does in chat."""
+        from mothertongue.chat import style_system
+
+        has_own = msgs[0]["role"] == "system"
+        base = msgs[0]["content"] if has_own else self.system
+        system = style_system(self.language, style, base) if style else base
+        rest = msgs[1:] if has_own else msgs
+        return [{"role": "system", "content": system}, *rest] if system else rest
 
     def check_prompt(self, msgs: list[dict], max_new: int) -> int:
         from mothertongue.generation import prompt_ids
@@ -360,7 +368,8 @@ def build_engine(path: Path, which: str = "tuned", cfg=None, name: str | None = 
     model, tokenizer, stop_ids, info = load_model(path, which)
     name = name or cfg.model_name or (recipe.name if recipe else path.name)
     return Engine(model, tokenizer, stop_ids, chat_cfg, cfg, name,
-                  system if system is not None else info.get("system_prompt"))
+                  system if system is not None else info.get("system_prompt"),
+                  recipe.language if recipe else "de")
 
 
 def serve(path: Path, which: str = "tuned", host: str | None = None, port: int | None = None,
