@@ -78,17 +78,22 @@ def _read_input(run: RunDir) -> tuple[dict[str, list[Conversation]], list[Prefer
     return convs, pairs
 
 
+def _code(lang: str | None) -> str:
+    """`EN`, `en-US`, `en_GB` -> `en` (routes and memory keys use bare ISO 639-1 codes)."""
+    return (lang or "").strip().replace("_", "-").split("-")[0].lower()
+
+
 def _units(convs, pairs) -> list[Unit]:
     units = []
     for split in SPLITS:
         for ci, c in enumerate(convs[split]):
             for mi, m in enumerate(c.messages):
-                units.append(Unit(("conv", split, ci, mi), m.content, m.lang or c.lang or ""))
+                units.append(Unit(("conv", split, ci, mi), m.content, _code(m.lang or c.lang)))
     for pi, p in enumerate(pairs):
         for mi, m in enumerate(p.prompt):
-            units.append(Unit(("pair", pi, "prompt", mi), m.content, m.lang or p.lang or ""))
-        units.append(Unit(("pair", pi, "chosen"), p.chosen, p.lang or ""))
-        units.append(Unit(("pair", pi, "rejected"), p.rejected, p.lang or ""))
+            units.append(Unit(("pair", pi, "prompt", mi), m.content, _code(m.lang or p.lang)))
+        units.append(Unit(("pair", pi, "chosen"), p.chosen, _code(p.lang)))
+        units.append(Unit(("pair", pi, "rejected"), p.rejected, _code(p.lang)))
     return units
 
 
