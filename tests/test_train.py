@@ -218,7 +218,9 @@ def _margins(model, tok, pairs) -> list[float]:
 
 
 @pytest.mark.parametrize("method", ["dpo", "orpo"])
-def test_preference_margin_grows(built, tmp_path, method):
+def test_preference_margin_grows(built, warm_base, tmp_path, method):
+    """DPO starts, as it is meant to, from a model that already answers (briefly SFT-trained);
+    ORPO, which needs no SFT stage or reference model, from the untrained tiny model."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -226,16 +228,18 @@ def test_preference_margin_grows(built, tmp_path, method):
     items = list(WORDS.items())
     pairs = [
         {"id": str(i), "prompt": [{"role": "user", "content": f"Was heißt {en} auf Deutsch?"}],
-         "chosen": f"Das heißt {de}.", "rejected": f"Das heißt {items[(i + 5) % len(items)][1]}."}
+         "chosen": f"Das heißt {de}.", "rejected": f"It means {en}."}  # prefer German over English
         for i, (en, de) in enumerate(items)
     ]
     build = root / "run" / "build"
     (build / "preference.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
-    recipe = load(path, [f"train.method={method}", "train.learning_rate=0.003", "train.max_steps=12",
-                         "train.beta=0.5", "train.logging_steps=2"])
+    start = warm_base if method == "dpo" else root / "run" / "train.partial" / "base_model"
+    base = [f"base_model={warm_base}"] if method == "dpo" else ["train.learning_rate=0.005"]
+    recipe = load(path, [f"train.method={method}", "train.learning_rate=0.001", "train.max_steps=15",
+                         "train.beta=0.5", "train.logging_steps=3", *base])
     (trainer, summary), out = fit(recipe, root)
     tok = AutoTokenizer.from_pretrained(out / "model")
-    before = _margins(AutoModelForCausalLM.from_pretrained(out / "base_model", dtype=torch.float32), tok, pairs)
+    before = _margins(AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32), tok, pairs)
     after = _margins(AutoModelForCausalLM.from_pretrained(out / "model", dtype=torch.float32), tok, pairs)
     mean_b, mean_a = sum(before) / len(before), sum(after) / len(after)
     assert mean_a > mean_b + 1.0, (mean_b, mean_a)
@@ -281,3 +285,73 @@ def test_qlora_on_gpu(built, tmp_path, bits):
     (trainer, summary), out = fit(recipe, root)
     assert summary["final_loss"] < summary["first_loss"]
     assert (out / "model" / "adapter_config.json").exists()
+
+
+def _cli_env() -> dict:
+    import os
+
+    # One thread per process: the two DDP ranks then use the two cores without oversubscribing.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def _summary(root: Path) -> dict:
+    return json.loads((root / "run" / "train" / "manifest.json").read_text())["summary"]
+
+
+def test_kill_and_resume_matches_uninterrupted(built, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import run_recipe
+
+    args = ["train.epochs=40", "train.save_steps=20", "train.logging_steps=10"]  # 120 steps
+    root, path = fresh(built, tmp_path / "killed")
+    cmd = [sys.executable, "-m", "mothertongue", "train", str(path), *args]
+    proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = root / "run" / "train.partial" / "checkpoints"
+    deadline = time.time() + 240
+    while not list(ckpts.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline:
+        assert proc.poll() is None, "training ended before its first checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (root / "run" / "train").exists(), "the run finished before it was killed"
+
+    rerun = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    resumed = _summary(root)
+    assert resumed["resumed_from"] and resumed["resumed_from"].startswith("checkpoint-")
+
+    ref_root, ref_path = fresh(built, tmp_path / "straight")
+    run_recipe(ref_path, args, stages=["train"])
+    straight = _summary(ref_root)
+    assert straight["resumed_from"] is None
+    assert resumed["steps"] == straight["steps"] == 120
+    assert abs(resumed["final_loss"] - straight["final_loss"]) <= 0.05 * straight["final_loss"] + 0.01
+
+
+def test_two_process_ddp_matches_single_process(built, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import run_recipe
+
+    # `accelerate launch` starts GPU ranks through torch.distributed.run; on CPU it would need
+    # mpirun, so the same launcher is called directly here (gloo backend).
+    root, path = fresh(built, tmp_path / "ddp")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "mothertongue", "train", str(path), "train.batch_size=4", "train.epochs=4"]
+    r = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ddp = _summary(root)
+
+    one_root, one_path = fresh(built, tmp_path / "one")
+    run_recipe(one_path, ["train.batch_size=8", "train.epochs=4"], stages=["train"])
+    single = _summary(one_root)
+    assert ddp["world_size"] == 2 and single["world_size"] == 1
+    assert ddp["steps"] == single["steps"] == 12  # 24 examples, global batch 8, 4 epochs
+    assert ddp["final_loss"] < ddp["first_loss"]
+    assert (root / "run" / "train" / "model" / "model.safetensors").exists()
+    assert not (root / "run" / "train.partial").exists()

@@ -152,10 +152,10 @@ def load_base_model(recipe: Recipe, tokenizer, path: str | None = None):
 
     kwargs = {}
     if recipe.train.adapter == "qlora":
-        from accelerate import PartialState
+        import os
 
         kwargs["quantization_config"] = quantization_config(recipe)
-        kwargs["device_map"] = {"": PartialState().local_process_index}
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     model = AutoModelForCausalLM.from_pretrained(
         path or recipe.base_model,
         dtype=pick_dtype(recipe.train.precision),

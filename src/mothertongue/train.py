@@ -95,13 +95,13 @@ def load_data(recipe: Recipe, build_dir: Path) -> tuple:
 def fit(recipe: Recipe, run: RunDir, out: Path):
     """Train and save; returns (trainer, summary). Separate from `run` so tests can inspect the
     in-memory model next to what was saved."""
-    from accelerate import PartialState
     from transformers import AutoTokenizer
 
     from mothertongue.training.card import write_card
     from mothertongue.training.setup import build_trainer, learning_rate
 
-    state = PartialState()
+    # Before the trainer exists the process group may not be up yet: rank from the launcher's env.
+    is_main = int(os.environ.get("RANK", "0")) == 0
     cfg = recipe.train
     build_dir = run.require("build", "train")
     tok_dir = build_dir / "tokenizer"
@@ -115,14 +115,16 @@ def fit(recipe: Recipe, run: RunDir, out: Path):
     base_saved = recipe.base_model == TINY
     base_dir = out / "base_model"
     if base_saved:
-        if state.is_main_process and not (base_dir / "config.json").exists():
-            tiny = load_base_model(recipe, tokenizer)
-            tiny.save_pretrained(base_dir)
-            del tiny
-        state.wait_for_everyone()
-    # The tiny base is loaded back from disk so every method (qlora's quantized load included)
-    # starts from the very weights the evaluation compares against.
-    model = load_base_model(recipe, tokenizer, path=str(base_dir) if base_saved else None)
+        # Built from the seed, so every rank (and every resume) gets the very same weights; the
+        # main process keeps them for the before/after comparison.
+        model = load_base_model(recipe, tokenizer)
+        if is_main and not (base_dir / "config.json").exists():
+            model.save_pretrained(base_dir)
+        if cfg.adapter == "qlora":  # quantization happens at load time: reload from disk
+            _wait_for(base_dir / "model.safetensors")
+            model = load_base_model(recipe, tokenizer, path=str(base_dir))
+    else:
+        model = load_base_model(recipe, tokenizer)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     stops = stop_token_ids(tokenizer, info.get("end_of_turn"))
@@ -136,6 +138,7 @@ def fit(recipe: Recipe, run: RunDir, out: Path):
     # TensorBoard logs outside checkpoints/ (deleted at the end), in the same place on resume.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
     trainer = build_trainer(recipe, model, tokenizer, train_ds, eval_ds, out)
+    state = trainer.accelerator
     last = last_complete_checkpoint(out / "checkpoints", state.is_main_process)
     state.wait_for_everyone()
     if last and state.is_main_process:
@@ -216,12 +219,17 @@ def _hyperparameters(recipe: Recipe, trainer, template: str | None) -> dict:
     return h
 
 
-def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
-    from accelerate import PartialState
+def _wait_for(path: Path, timeout_s: float = 600) -> None:
+    import time
 
-    _, summary = fit(recipe, run, out)
-    state = PartialState()
-    if not state.is_main_process:
+    deadline = time.time() + timeout_s
+    while not path.exists() and time.time() < deadline:
+        time.sleep(0.5)
+
+
+def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
+    trainer, summary = fit(recipe, run, out)
+    if not trainer.accelerator.is_main_process:
         # Under `accelerate launch` every rank runs the stage; only the main one may write the
         # manifest and move train.partial into place, so the others stop here, successfully.
         raise SystemExit(0)
