@@ -57,20 +57,11 @@ def load_model(path: Path, which: str = "tuned"):
     raise StageError(f"{path}: neither a run directory (train/) nor a model folder (config.json)")
 
 
-def style_system(language: str, style: str | None, base_system: str | None) -> str | None:
-    """The system prompt for a style tag: the build stage's own wording when it provides one."""
-    if not style:
-        return base_system
-    import importlib
+def style_system(language: str, style: str | None, base_system: str | None, custom: dict | None = None) -> str | None:
+    """The system prompt for a style tag, in the same words the build stage trained with."""
+    from mothertongue.mix import style_system_prompt
 
-    try:
-        build = importlib.import_module("mothertongue.build")
-    except ImportError:
-        build = None
-    fn = getattr(build, "style_system_prompt", None)
-    if callable(fn):
-        return fn(language, style, base_system)
-    return f"{base_system}\nStyle: {style}" if base_system else f"Style: {style}"
+    return style_system_prompt(language, style, base_system, custom)
 
 
 class ChatSession:
@@ -87,6 +78,7 @@ class ChatSession:
         self.default_system = system if system is not None else info.get("system_prompt")
         self.system = self.default_system
         self.style = style
+        self.custom_styles = info.get("styles") or {}
         self.max_new_tokens = max_new_tokens or (self.chat_cfg.max_new_tokens if self.chat_cfg else 256)
         self.set_preset(preset or (self.chat_cfg.preset if self.chat_cfg else "greedy"))
         self.history: list[dict] = []
@@ -99,7 +91,7 @@ class ChatSession:
 
     @property
     def system_prompt(self) -> str | None:
-        return style_system(self.language, self.style, self.system)
+        return style_system(self.language, self.style, self.system, self.custom_styles)
 
     def messages(self, user: str) -> list[dict]:
         sp = self.system_prompt
