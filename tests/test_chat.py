@@ -72,25 +72,22 @@ def test_presets_beam_and_sample(session):
         session.set_preset("nucleus")
 
 
-def test_style_uses_build_hook_or_falls_back(session, monkeypatch):
-    import mothertongue.build as build
+def test_style_uses_the_build_stage_wording(session):
+    """Chat asks for a style in the same words the build stage trains with (target language)."""
+    from mothertongue.mix import system_for
 
     session.system = "Sei hilfsbereit."
     session.style = "pirate"
-    if not hasattr(build, "style_system_prompt"):
-        assert session.system_prompt == "Sei hilfsbereit.\nStyle: pirate"
-    seen = []
-
-    def hook(language, style, base):
-        seen.append((language, style, base))
-        return f"[{language}:{style}] {base}"
-
-    monkeypatch.setattr(build, "style_system_prompt", hook, raising=False)
-    assert session.system_prompt == "[de:pirate] Sei hilfsbereit."
-    assert session.messages("Hallo")[0] == {"role": "system", "content": "[de:pirate] Sei hilfsbereit."}
-    assert seen == [("de", "pirate", "Sei hilfsbereit."), ("de", "pirate", "Sei hilfsbereit.")]
-    session.style = None
+    assert session.system_prompt == "Sei hilfsbereit. Antworte wie ein Pirat."
+    assert session.messages("Hallo")[0] == {"role": "system", "content": "Sei hilfsbereit. Antworte wie ein Pirat."}
+    # identical to what a conversation tagged `pirate` was trained with
     session.system = session.default_system
+    trained = system_for("any-id", ["pirate"], session.recipe.build, "de")
+    assert session.system_prompt == trained
+    session.custom_styles = {"robot": "Antworte wie ein Roboter."}
+    session.style = "robot"
+    assert session.system_prompt.endswith("Antworte wie ein Roboter.")
+    session.style = None
     assert session.system_prompt == session.default_system
 
 
