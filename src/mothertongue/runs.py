@@ -159,10 +159,14 @@ def run_stage(recipe: Recipe, name: str, force: bool = False, log: Callable[[str
         and meta_path.exists()
         and meta_path.read_text().strip() == fp
     )
-    if partial.exists() and not keep:
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    meta_path.write_text(fp)
+    # Under `accelerate launch` every rank runs the stage; only rank 0 prepares the folder.
+    if int(os.environ.get("RANK", "0")) == 0:
+        if partial.exists() and not keep:
+            shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True, exist_ok=True)
+        meta_path.write_text(fp)
+    else:
+        partial.mkdir(parents=True, exist_ok=True)
     started = time.time()
     summary = fn(recipe, run, partial) or {}
     manifest = {
