@@ -142,15 +142,25 @@ def write_jsonl(path: Path, records: Iterable) -> int:
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line_number, object) for each non-blank line; bad JSON names file and line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+    """Yield (line_number, object) for each non-blank line of a JSONL file.
+
+    Bad JSON, a line that is not an object, or bytes that are not UTF-8 raise DataError naming
+    the file and line."""
+    lineno = 0
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                if not isinstance(obj, dict):
+                    raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                yield lineno, obj
+    except UnicodeDecodeError:
+        raise DataError(f"{path}:{lineno + 1}: not UTF-8; re-save the file as UTF-8") from None
 
 
 def read_conversations(path: Path) -> list[Conversation]:

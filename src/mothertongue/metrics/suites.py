@@ -19,12 +19,11 @@ A bad line is a one-line DataError naming file, line and field. Parallel files (
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from mothertongue.conversation import DataError
+from mothertongue.conversation import DataError, iter_jsonl
 
 
 @dataclass
@@ -64,19 +63,6 @@ def _read_lines(path: Path) -> list[str]:
         raise DataError(f"{path}: not UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
 
 
-def _jsonl(path: Path):
-    for lineno, line in enumerate(_read_lines(path), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        yield lineno, obj
-
-
 def _str_field(obj: dict, key: str, where: str, required: bool = True) -> str | None:
     v = obj.get(key)
     if v is None and not required:
@@ -105,7 +91,7 @@ def _messages(obj: dict, where: str) -> list[dict]:
 def read_prompts(path: Path, prefix: str) -> list[Item]:
     items = []
     if path.suffix.lower() == ".jsonl":
-        for lineno, obj in _jsonl(path):
+        for lineno, obj in iter_jsonl(path):
             where = f"{path}:{lineno}"
             items.append(Item(
                 id=str(obj.get("id") or f"{prefix}-{lineno}"),
@@ -142,7 +128,7 @@ def load_suite(spec: str, base_dir: Path) -> tuple[str, list[Item]]:
 def read_parallel(path: Path) -> list[tuple[str, str]]:
     pairs = []
     if path.suffix.lower() == ".jsonl":
-        for lineno, obj in _jsonl(path):
+        for lineno, obj in iter_jsonl(path):
             where = f"{path}:{lineno}"
             pairs.append((_str_field(obj, "source", where), _str_field(obj, "reference", where)))
     else:
@@ -160,7 +146,7 @@ def read_parallel(path: Path) -> list[tuple[str, str]]:
 
 def read_texts(path: Path) -> list[str]:
     if path.suffix.lower() == ".jsonl":
-        return [_str_field(obj, "text", f"{path}:{n}") for n, obj in _jsonl(path)]
+        return [_str_field(obj, "text", f"{path}:{n}") for n, obj in iter_jsonl(path)]
     texts = [ln.strip() for ln in _read_lines(path) if ln.strip()]
     if not texts:
         raise DataError(f"{path}: no text in this file")

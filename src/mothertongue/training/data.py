@@ -12,27 +12,11 @@ Every bad row raises DataError naming file, line and field; nothing is dropped s
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 
-from mothertongue.conversation import DataError
+from mothertongue.conversation import DataError, iter_jsonl
 
 ROLES = {"system", "user", "assistant"}
-
-
-def _rows(path: Path) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{n}: expected a JSON object")
-            yield n, row
 
 
 def _int_list(path: Path, n: int, row: dict, field: str) -> list[int]:
@@ -48,7 +32,7 @@ def load_sft(path: Path):
 
     ids, labels = [], []
     if path.exists():
-        for n, row in _rows(path):
+        for n, row in iter_jsonl(path):
             i, lab = _int_list(path, n, row, "input_ids"), _int_list(path, n, row, "labels")
             if len(i) != len(lab):
                 raise DataError(f"{path}:{n}: field 'labels' has {len(lab)} entries, input_ids {len(i)}")
@@ -68,7 +52,7 @@ def load_preference(path: Path):
             '(rows {"prompt": [messages], "chosen": str, "rejected": str})'
         )
     out: dict[str, list] = {"prompt": [], "chosen": [], "rejected": []}
-    for n, row in _rows(path):
+    for n, row in iter_jsonl(path):
         prompt = row.get("prompt")
         if not isinstance(prompt, list) or not prompt:
             raise DataError(f"{path}:{n}: field 'prompt' must be a non-empty list of messages")
@@ -93,7 +77,7 @@ def load_text(path: Path):
     if not path.exists():
         raise DataError(f'{path}: not found; cpt needs native text from the build stage (rows {{"text": str}})')
     texts, blank = [], 0
-    for n, row in _rows(path):
+    for n, row in iter_jsonl(path):
         t = row.get("text")
         if not isinstance(t, str):
             raise DataError(f"{path}:{n}: field 'text' must be a string")
