@@ -120,7 +120,7 @@ def memory_effect(model_dir: Path, cache: Path, tmp: Path) -> list[tuple[str, fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--messages", type=int, default=24)
+    ap.add_argument("--messages", type=int, default=72)
     args = ap.parse_args()
     import os
 
