@@ -185,11 +185,6 @@ def mix_items(recipe: Recipe, run: RunDir, instr: list[tuple[str, list[dict]]]) 
     return chosen, report, raw_text
 
 
-def style_system_prompt(language: str, style: str | None, base_system: str | None) -> str | None:
-    """The system prompt for chatting in a style (the same text the build stage trains with)."""
-    return mix.style_system_prompt(language, style, base_system)
-
-
 def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
     data = run.data_dir(recipe, "build")
     train = read_conversations(data / "train.jsonl")

@@ -294,6 +294,19 @@ def lang(code: str) -> Lang | None:
     return LANGS.get(ALIASES.get(c, c)) or LANGS.get(c.split("-")[0])
 
 
+def english_name(code: str) -> str:
+    """English name of a language code for prompts and reports ("de" -> "German").
+
+    Our own table first, then lingua's list of 75 languages, else the code itself."""
+    entry = lang(code)
+    if entry:
+        return entry.name_en
+    from lingua import IsoCode639_1, Language
+
+    iso = getattr(IsoCode639_1, code.split("-")[0].upper(), None)
+    return Language.from_iso_code_639_1(iso).name.title() if iso is not None else code
+
+
 def system_prompts(code: str) -> tuple[str, ...]:
     entry = lang(code)
     if entry is None:
@@ -307,7 +320,7 @@ def phrase(code: str, key: str) -> str:
     value = getattr(entry, key, "") if entry else ""
     if value:
         return value
-    name = entry.name_en if entry else code
+    name = english_name(code)
     return {
         "to_target": f"Translate the following text into {name}:",
         "to_english": "Translate the following text into English:",

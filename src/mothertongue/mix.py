@@ -150,8 +150,7 @@ def read_parallel(path: Path) -> list[dict]:
 def translation_tasks(row: dict, language: str, rng: random.Random) -> list[list[dict]]:
     """Both directions of one source/target pair, each phrased in the target language or English."""
     src_lang = (row.get("src_lang") or "en").split("-")[0]
-    src_name = (languages.lang(src_lang).name_en if languages.lang(src_lang) else src_lang)
-    tgt_name = languages.lang(language).name_en if languages.lang(language) else language
+    src_name, tgt_name = languages.english_name(src_lang), languages.english_name(language)
     to_target = [languages.phrase(language, "to_target"), f"Translate the following text into {tgt_name}:"]
     to_source = [f"Translate the following text into {src_name}:"]
     if src_lang == "en":

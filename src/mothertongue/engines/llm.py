@@ -14,14 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from mothertongue.engines import Engine, EngineOptions
-
-LANG_NAMES = {
-    "en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "pt": "Portuguese",
-    "nl": "Dutch", "pl": "Polish", "ru": "Russian", "uk": "Ukrainian", "cs": "Czech", "sv": "Swedish",
-    "da": "Danish", "fi": "Finnish", "no": "Norwegian", "tr": "Turkish", "ar": "Arabic", "he": "Hebrew",
-    "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "hi": "Hindi", "el": "Greek", "hu": "Hungarian",
-    "ro": "Romanian", "bg": "Bulgarian", "id": "Indonesian", "vi": "Vietnamese", "th": "Thai",
-}  # fmt: skip
+from mothertongue.languages import english_name
 
 DEFAULT_PROMPT = (
     "Translate the following text from {src_name} to {tgt_name}. Answer with the translation only, "
@@ -78,7 +71,7 @@ class LLMEngine(Engine):
 
     def prompt(self, text: str, src: str, tgt: str) -> str:
         body = self.opts.prompt.format(
-            src=src, tgt=tgt, text=text, src_name=LANG_NAMES.get(src, src), tgt_name=LANG_NAMES.get(tgt, tgt)
+            src=src, tgt=tgt, text=text, src_name=english_name(src), tgt_name=english_name(tgt)
         )
         if getattr(self.tok, "chat_template", None):
             return self.tok.apply_chat_template([{"role": "user", "content": body}], tokenize=False, add_generation_prompt=True)

@@ -70,10 +70,9 @@ def _detector(codes: tuple[str, ...]):
 
 def language_name(code: str) -> str:
     """English name of an ISO 639-1 code ("de" -> "German"), for prompts and reports."""
-    from lingua import IsoCode639_1, Language
+    from mothertongue.languages import english_name
 
-    iso = getattr(IsoCode639_1, code.upper(), None)
-    return Language.from_iso_code_639_1(iso).name.title() if iso is not None else code
+    return english_name(code)
 
 
 class FidelityJudge:
