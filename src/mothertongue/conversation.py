@@ -48,25 +48,28 @@ class Conversation:
             raise DataError("conversation has an empty id")
         if not self.messages:
             raise DataError(f"{where}: has no messages")
+        prev = None  # role of the previous non-system message (one pass: this runs per record)
         for i, m in enumerate(self.messages):
-            if m.role not in ROLES:
-                raise DataError(f"{where}: messages[{i}].role is {m.role!r}, expected one of {ROLES}")
-            if not isinstance(m.content, str):
+            role, content = m.role, m.content
+            if role not in ROLES:
+                raise DataError(f"{where}: messages[{i}].role is {role!r}, expected one of {ROLES}")
+            if not isinstance(content, str):
                 raise DataError(f"{where}: messages[{i}].content is not a string")
-            if not m.content.strip():
-                raise DataError(f"{where}: messages[{i}].content ({m.role}) is empty")
-            if m.role == "system" and i != 0:
-                raise DataError(f"{where}: messages[{i}] is a system message but not the first one")
-        turns = [m for m in self.messages if m.role != "system"]
-        if not turns:
+            if not content or content.isspace():
+                raise DataError(f"{where}: messages[{i}].content ({role}) is empty")
+            if role == "system":
+                if i != 0:
+                    raise DataError(f"{where}: messages[{i}] is a system message but not the first one")
+                continue
+            if prev is None and role != "user":
+                raise DataError(f"{where}: first non-system message is {role!r}, expected 'user'")
+            if role == prev:
+                raise DataError(f"{where}: two {role!r} messages in a row; roles must alternate")
+            prev = role
+        if prev is None:
             raise DataError(f"{where}: has only a system message")
-        if turns[0].role != "user":
-            raise DataError(f"{where}: first non-system message is {turns[0].role!r}, expected 'user'")
-        for a, b in zip(turns, turns[1:]):
-            if a.role == b.role:
-                raise DataError(f"{where}: two {a.role!r} messages in a row; roles must alternate")
-        if turns[-1].role != "assistant":
-            raise DataError(f"{where}: last message is {turns[-1].role!r}, expected 'assistant'")
+        if prev != "assistant":
+            raise DataError(f"{where}: last message is {prev!r}, expected 'assistant'")
 
     def to_dict(self) -> dict:
         return {

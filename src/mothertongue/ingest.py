@@ -34,6 +34,8 @@ def _split_of(conv: Conversation, dev: float, test: float) -> str:
     explicit = conv.meta.get("split")
     if explicit in SPLITS:
         return explicit
+    if not (dev or test):
+        return "train"
     u = _hash01(conv.meta.get("copy_of", conv.id))
     if u < test:
         return "test"
@@ -45,28 +47,25 @@ def _split_of(conv: Conversation, dev: float, test: float) -> str:
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
 
 
-def _norm(conv: Conversation | PreferencePair) -> str:
-    if isinstance(conv, PreferencePair):
-        parts = [f"{m.role}\x1f{m.content}" for m in conv.prompt] + [conv.chosen, "\x1d", conv.rejected]
-        return "\x1e".join(parts)
-    return "\x1e".join(f"{m.role}\x1f{m.content}" for m in conv.messages)
+def _exact_key(r: Conversation | PreferencePair) -> tuple:
+    """Identical text, as a tuple of the record's own strings: hashed in C, nothing copied,
+    and compared in full on a hash match (no digest whose collision could drop a record)."""
+    if isinstance(r, PreferencePair):
+        return (*(x for m in r.prompt for x in (m.role, m.content)), "\x1d", r.chosen, r.rejected)
+    return tuple(x for m in r.messages for x in (m.role, m.content))
 
 
-def _dedup_keys(conv: Conversation | PreferencePair, near: bool) -> tuple[bytes, bytes | None]:
-    """(exact key, near key): exact is the text as is; near ignores case, Unicode form,
-    whitespace and punctuation ("Hallo, Welt!" == "hallo welt")."""
-    text = _norm(conv)
-    exact = hashlib.sha1(text.encode()).digest()
-    if not near:
-        return exact, None
+def _near_key(key: tuple) -> bytes:
+    """Ignores case, Unicode form, whitespace and punctuation ("Hallo, Welt!" == "hallo welt")."""
+    text = "\x1e".join(key)
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
-    text = " ".join(_PUNCT.sub(" ", text.casefold()).split())
-    return exact, hashlib.sha1(text.encode()).digest()
+    return hashlib.sha1(" ".join(_PUNCT.sub(" ", text.casefold()).split()).encode()).digest()
 
 
 def _hash01(s: str, salt: str = "") -> float:
-    return int(hashlib.sha256((salt + s).encode()).hexdigest()[:12], 16) / 16**12
+    """A uniform number in [0, 1) from the first 48 bits of sha256(salt + s)."""
+    return int.from_bytes(hashlib.sha256((salt + s).encode()).digest()[:6], "big") / 16**12
 
 
 def _histogram(values: list[int], edges=(0, 64, 128, 256, 512, 1024, 2048, 4096, 8192)) -> dict[str, int]:
@@ -137,16 +136,17 @@ def _dedup(records: list, mode: str, report: IngestReport, seen_exact: set, seen
     kept = []
     near = mode == "near"
     for r in records:
-        exact, nkey = _dedup_keys(r, near)
-        if exact in seen_exact:
+        key = _exact_key(r)
+        if key in seen_exact:
             report.skip(_where(r), "duplicate (exact)")
             continue
-        if near and nkey in seen_near:
-            report.skip(_where(r), "duplicate (near: same normalised text)")
-            continue
-        seen_exact.add(exact)
         if near:
+            nkey = _near_key(key)
+            if nkey in seen_near:
+                report.skip(_where(r), "duplicate (near: same normalised text)")
+                continue
             seen_near.add(nkey)
+        seen_exact.add(key)
         kept.append(r)
     return kept
 

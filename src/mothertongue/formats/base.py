@@ -261,8 +261,6 @@ def loc_meta(loc: str) -> dict[str, Any]:
     file, sep, line = loc.rpartition(":")
     if sep and line.isdigit():  # the common case first: this runs once per record
         return {"file": file, "line": int(line)}
-    if sep and line.isdigit():
-        return {"file": file, "line": int(line)}
     file, sep, row = loc.rpartition(" row ")
     if sep and row.isdigit():
         return {"file": file, "row": int(row)}
