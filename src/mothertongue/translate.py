@@ -479,26 +479,40 @@ def dry_run(recipe: Recipe, calibrate: int = 16) -> str:
         lines.append(f"  {src}->{plan.target}: {by_src[src]} messages, {'pivot ' if len(legs) > 1 else ''}{how}")
     all_segs = [s for u in plan.units if u.doc is not None for s in u.doc.segments()]
     uniq = set(all_segs)
+    segs_by_src = {src: {s for u in plan.units if u.src == src for s in u.doc.segments()} for src, legs in plan.routes.items() if legs}
     mem_path = memory_path(recipe)
-    known = 0
-    if mem_path.exists():
-        mem = Memory(mem_path)
-        for src, legs in plan.routes.items():
-            if legs:
-                segs = {s for u in plan.units if u.src == src for s in u.doc.segments()}
-                eng = plan.engines[legs[0].model]
-                known += len(mem.get_many(eng.settings_key(t.beam_size), legs[0].model, legs[0].src, legs[0].tgt, segs))
-        mem.close()
+    mem = Memory(mem_path) if mem_path.exists() else None
+
+    def in_memory(leg, texts) -> dict:
+        return mem.get_many(plan.engines[leg.model].settings_key(t.beam_size), leg.model, leg.src, leg.tgt, texts) if mem else {}
+
+    # Pivoted routes translate twice: the first leg's (pivot-language) outputs go through the
+    # second leg too. Outputs the first leg has not made yet count one each (an upper bound).
+    known = second = 0
+    try:
+        for src, segs in segs_by_src.items():
+            legs = plan.routes[src]
+            got = in_memory(legs[0], segs)
+            known += len(got)
+            if len(legs) > 1:
+                mids = {tgt for tgt, _st in got.values()}
+                second += len(mids) - len(in_memory(legs[1], mids)) + len(segs) - len(got)
+    finally:
+        if mem is not None:
+            mem.close()
     todo = len(uniq) - known
-    lines.append(f"  segments: {len(all_segs)}; distinct {len(uniq)} (memory saves {len(all_segs) - len(uniq)} repeats); already in memory {known}; to translate {todo}")
-    sample = sorted(uniq)[:calibrate]
-    if sample and todo:
-        legs = next(legs for legs in plan.routes.values() if legs)
-        eng = plan.engines[legs[0].model]
+    lines.append(
+        f"  segments: {len(all_segs)}; distinct {len(uniq)} (memory saves {len(all_segs) - len(uniq)} repeats); already in memory {known}; to translate {todo}"
+        + (f" (+ at most {second} on the second legs of pivots)" if second else "")
+    )
+    if todo + second and calibrate:
+        # Timed on segments of one route with its own first-leg model (not text in another language).
+        src = next(src for src in segs_by_src if segs_by_src[src])
+        leg, sample = plan.routes[src][0], sorted(segs_by_src[src])[:calibrate]
         t0 = time.time()
-        eng.translate(sample, legs[0].src, legs[0].tgt, t.beam_size)
+        plan.engines[leg.model].translate(sample, leg.src, leg.tgt, t.beam_size)
         rate = len(sample) / max(time.time() - t0, 1e-6)
-        lines.append(f"  estimated time: {todo / rate / 60:.1f} min at {rate:.1f} segments/s (measured on {len(sample)} segments)")
+        lines.append(f"  estimated time: {(todo + second) / rate / 60:.1f} min at {rate:.1f} segments/s (measured on {len(sample)} {leg.src}->{leg.tgt} segments)")
     return "\n".join(lines)
 
 
