@@ -164,7 +164,10 @@ class TrainConfig(Strict):
     qlora_bits: Literal[4, 8] = Field(4, description="Base-model quantization for adapter=qlora.")
     lora_r: int = Field(16, gt=0, description="LoRA rank.")
     lora_alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha/r, or alpha/sqrt(r) with rslora).")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    lora_dropout: float = Field(
+        0.0, ge=0, lt=1,
+        description="Dropout on the LoRA input. 0 (default) skips a dropout pass per adapted layer, about a tenth of a CPU step.",
+    )
     target_modules: str | list[str] = Field("all-linear", description="Modules that get LoRA adapters (all linear layers by default).")
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
     use_rslora: bool = Field(False, description="Rank-stabilised LoRA scaling alpha/sqrt(r).")

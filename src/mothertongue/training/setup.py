@@ -141,11 +141,56 @@ def make_args(recipe: Recipe, out: Path, has_eval: bool, hidden_size: int | None
     return ORPOConfig(**common, beta=cfg.beta, max_length=max_len)
 
 
+def _sft_trainer():
+    """TRL's SFTTrainer, with the loss on the trained positions only where TRL has no fused kernel.
+
+    TRL scores the LM head through a Triton kernel on CUDA/XPU. Elsewhere (CPU) it folds the
+    `[tokens, vocab]` tiles in torch for every position, prompt and padding included, computes
+    entropy and top-1 on the side, and runs the head's backward in float32: measured here for 700
+    tokens x 16k vocab, 1.35 s per step against 0.29 s for projecting only the positions whose
+    label counts and taking the cross-entropy. So on CPU, single process, the training loss is
+    computed that way; evaluation, multi-process and GPU runs keep TRL's path."""
+    import torch
+    from trl import SFTTrainer
+    from trl.kernels.chunked_logprob import _use_triton
+
+    class SFTTrainerCompactLoss(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.get("labels")
+            device = labels.device if labels is not None else None
+            if (return_outputs or labels is None or _use_triton(device) or self.accelerator.num_processes > 1
+                    or self.aux_loss_enabled or not self.model.training):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            lm = self.accelerator.unwrap_model(model)
+            lm = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # PEFT: LoRA layers sit inside
+            features = {k: v for k, v in inputs.items() if k not in ("labels", "num_items_in_batch")}
+            with self.accelerator.autocast():  # the backbone is called directly, not through the wrapped forward
+                hidden = lm.base_model(**features, use_cache=False).last_hidden_state
+                target = labels[:, 1:]
+                keep = target != -100
+                logits = lm.get_output_embeddings()(hidden[:, :-1][keep])
+            target = target[keep]
+            loss = torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum")
+            loss = loss / (keep.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
+            with torch.no_grad():
+                n = max(int(target.numel()), 1)
+                self._metrics["train"]["mean_token_accuracy"].append((logits.argmax(-1) == target).sum().item() / n)
+            if "attention_mask" in inputs:
+                self._total_train_tokens += int(inputs["attention_mask"].sum())
+            elif "position_ids" in inputs:
+                self._total_train_tokens += int(inputs["position_ids"].size(1))
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            return loss
+
+    SFTTrainerCompactLoss.__name__ = "SFTTrainer"
+    return SFTTrainerCompactLoss
+
+
 def trainer_class(recipe: Recipe):
     """TRL's trainer for the method, with embeddings/LM head on their own learning rate when asked."""
     cfg = recipe.train
     if cfg.method in ("sft", "cpt"):
-        from trl import SFTTrainer as base
+        base = _sft_trainer()
     elif cfg.method == "dpo":
         from trl import DPOTrainer as base
     else:
@@ -193,6 +238,17 @@ def hidden_size(model) -> int | None:
     return getattr(cfg, "hidden_size", None)
 
 
+def frozen_base_in_bf16(recipe: Recipe, model, args) -> bool:
+    """Whether the frozen base of a LoRA run is stored in bf16 rather than float32: on CPU when
+    training runs under bf16 autocast (GPUs load bf16 weights to begin with), and not when the
+    embeddings and LM head are trained in full (their optimizer wants float32 weights)."""
+    import torch
+
+    cfg = recipe.train
+    return (cfg.adapter == "lora" and not cfg.train_embeddings and bool(args.bf16)
+            and not torch.cuda.is_available() and next(model.parameters()).dtype == torch.float32)
+
+
 def build_trainer(recipe: Recipe, model, tokenizer, train_ds, eval_ds, out: Path):
     """The configured TRL trainer; PEFT wraps the model inside it for lora/qlora."""
     cfg = recipe.train
@@ -205,12 +261,20 @@ def build_trainer(recipe: Recipe, model, tokenizer, train_ds, eval_ds, out: Path
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    args = make_args(recipe, out, eval_ds is not None, hidden_size(model))
+    if frozen_base_in_bf16(recipe, model, args):
+        # LoRA on a CPU with bf16 autocast: the frozen weights are only ever read as bf16, so keep
+        # them that way instead of casting every weight on every forward (PEFT keeps the adapters
+        # themselves in float32). Half the base's memory, and no copies per step.
+        import torch
+
+        model.to(torch.bfloat16)
     cls = trainer_class(recipe)
     if hasattr(cls, "_emb_names"):
         cls._emb_names = emb_names
     return cls(
         model=model,
-        args=make_args(recipe, out, eval_ds is not None, hidden_size(model)),
+        args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
