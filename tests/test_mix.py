@@ -125,6 +125,24 @@ def test_preference_pairs_written(tmp_path):
                      "chosen": "Ich heiße Max.", "rejected": "Keine Ahnung."}]
 
 
+def test_preference_pairs_split_like_conversations(tmp_path):
+    """ingest.dev_fraction/test_fraction hold pairs out by a hash of their id: the same pair lands
+    in the same file on every build, and every pair lands in exactly one file."""
+    from mothertongue.conversation import PreferencePair
+    from mothertongue.ingest import split_of
+
+    pairs = [PreferencePair(f"p{i}", [Message("user", f"Frage {i}?")], f"Antwort {i}.", "Nein.") for i in range(60)]
+    r = _recipe(tmp_path, "ingest.dev_fraction=0.2", "ingest.test_fraction=0.1", *TINY)
+    _upstream(tmp_path / "run", "ingest", [_conv(i) for i in range(3)], {"pairs.jsonl": pairs})
+    summary = run_stage(r, "build") and json.loads((tmp_path / "run/build/report.json").read_text())
+    ids = {}
+    for split, name in (("train", "preference"), ("dev", "preference_dev"), ("test", "preference_test")):
+        ids[split] = [json.loads(x)["id"] for x in (tmp_path / f"run/build/{name}.jsonl").read_text().splitlines()]
+        assert ids[split] and summary["preference_pairs"][split] == len(ids[split])
+    assert sorted(sum(ids.values(), [])) == sorted(p.id for p in pairs)
+    assert all(split_of(p, 0.2, 0.1) == s for s in ids for p in pairs if p.id in ids[s])
+
+
 WORDS = ["eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun", "zehn", "elf", "zwölf",
          "dreizehn", "vierzehn", "fünfzehn", "sechzehn", "siebzehn", "achtzehn"]
 

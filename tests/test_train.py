@@ -233,11 +233,14 @@ def test_preference_margin_grows(built, warm_base, tmp_path, method):
     ]
     build = root / "run" / "build"
     (build / "preference.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    (build / "preference_dev.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs[:4]))
     start = warm_base if method == "dpo" else root / "run" / "train.partial" / "base_model"
     base = [f"base_model={warm_base}"] if method == "dpo" else ["train.learning_rate=0.005"]
     recipe = load(path, [f"train.method={method}", "train.learning_rate=0.001", "train.max_steps=15",
-                         "train.beta=0.5", "train.logging_steps=3", *base])
+                         "train.beta=0.5", "train.logging_steps=3", "train.eval_steps=5", *base])
     (trainer, summary), out = fit(recipe, root)
+    dev_margins = [h["eval_rewards/margins"] for h in trainer.state.log_history if "eval_rewards/margins" in h]
+    assert len(dev_margins) >= 3 and summary["eval_loss"] is not None  # the dev pairs were evaluated
     tok = AutoTokenizer.from_pretrained(out / "model")
     before = _margins(AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32), tok, pairs)
     after = _margins(AutoModelForCausalLM.from_pretrained(out / "model", dtype=torch.float32), tok, pairs)

@@ -208,7 +208,7 @@ def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
     dev_rows = build_rows(tokenizer, dev_items, recipe, Counter())
     write_jsonl(out / "train.jsonl", train_rows)
     write_jsonl(out / "dev.jsonl", dev_rows)
-    n_pref = write_preferences(recipe, data, out / "preference.jsonl")
+    n_pref = write_preferences(recipe, data, out)
     if raw_text:
         mix.write_text_rows(out / "text.jsonl", raw_text)
     tok_dir = out / "tokenizer"
@@ -225,7 +225,7 @@ def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
         "template": tmpl.name,
         "train_examples": len(train_rows),
         "dev_examples": len(dev_rows),
-        "preference_pairs": n_pref,
+        "preference_pairs": n_pref,  # by split
         "raw_text_pieces": len(raw_text),
         "tokens": n_tokens,
         "trained_tokens": n_trained,
@@ -239,26 +239,36 @@ def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
     print(
         f"[build] {len(train_rows)} train / {len(dev_rows)} dev examples with template {tmpl.name}; "
         f"{n_tokens} tokens, {n_trained} trained\n  mix: {mix_line}"
-        + (f"\n  {n_pref} preference pairs" if n_pref else "")
+        + (f"\n  preference pairs: {n_pref['train']} train, {n_pref['dev']} dev, {n_pref['test']} test"
+           if sum(n_pref.values()) else "")
         + (f"\n  {len(raw_text)} raw native text pieces for continued pretraining" if raw_text else "")
         + "".join(f"\n  {n} x {k}" for k, n in counts.items())
     )
     return summary
 
 
-def write_preferences(recipe: Recipe, data: Path, path: Path) -> int:
-    """Preference pairs for DPO/ORPO, with the same system prompt as the SFT data."""
+def write_preferences(recipe: Recipe, data: Path, out: Path) -> dict[str, int]:
+    """Preference pairs for DPO/ORPO, with the same system prompt as the SFT data, split like the
+    conversations (ingest.dev_fraction / test_fraction, by a hash of the pair id):
+    `preference.jsonl` trains, `preference_dev.jsonl` is evaluated during training,
+    `preference_test.jsonl` is held out."""
+    from mothertongue.ingest import split_of
+
     src = data / "pairs.jsonl"
     pairs = read_pairs(src) if src.exists() else []
-    rows = []
+    rows: dict[str, list] = {"train": [], "dev": [], "test": []}
     for p in pairs:
         prompt = [{"role": m.role, "content": m.content} for m in p.prompt]
         sp = mix.system_for(p.id, [], recipe.build, recipe.language)
         if sp and prompt[0]["role"] != "system":
             prompt.insert(0, {"role": "system", "content": sp})
-        rows.append({"id": p.id, "prompt": prompt, "chosen": p.chosen, "rejected": p.rejected})
-    write_jsonl(path, rows)
-    return len(rows)
+        split = split_of(p, recipe.ingest.dev_fraction, recipe.ingest.test_fraction)
+        rows[split].append({"id": p.id, "prompt": prompt, "chosen": p.chosen, "rejected": p.rejected})
+    write_jsonl(out / "preference.jsonl", rows["train"])
+    for split in ("dev", "test"):
+        if rows[split]:
+            write_jsonl(out / f"preference_{split}.jsonl", rows[split])
+    return {k: len(v) for k, v in rows.items()}
 
 
 def show(run_dir: Path, n: int, color: bool) -> str:

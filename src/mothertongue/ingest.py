@@ -30,7 +30,8 @@ from mothertongue.runs import RunDir, atomic_write_json
 SPLITS = ("train", "dev", "test")
 
 
-def _split_of(conv: Conversation, dev: float, test: float) -> str:
+def split_of(conv: Conversation | PreferencePair, dev: float, test: float) -> str:
+    """train/dev/test by the record's own mark, else by a hash of its id (stable when sources are added)."""
     explicit = conv.meta.get("split")
     if explicit in SPLITS:
         return explicit
@@ -221,7 +222,7 @@ def _run(recipe: Recipe, out: Path) -> dict:
 
     by_split: dict[str, list[Conversation]] = {s: [] for s in SPLITS}
     for c in kept:
-        by_split[_split_of(c, cfg.dev_fraction, cfg.test_fraction)].append(c)
+        by_split[split_of(c, cfg.dev_fraction, cfg.test_fraction)].append(c)
     for s in SPLITS:
         _write(out / f"{s}.jsonl", by_split[s])
     _write(out / "pairs.jsonl", pairs)

@@ -88,7 +88,8 @@ def load_data(recipe: Recipe, build_dir: Path) -> tuple:
         counts["blank text rows skipped"] = blank
     else:
         train = data.load_preference(build_dir / "preference.jsonl")
-        dev = dev.select([])  # preference pairs have no dev split yet
+        dev_file = build_dir / "preference_dev.jsonl"  # written when ingest.dev_fraction > 0
+        dev = data.load_preference(dev_file) if dev_file.exists() else dev.select([])
     return train, (dev if len(dev) else None), counts
 
 

@@ -1,7 +1,7 @@
 """Training data for each method, read from the build stage's output with line-precise errors.
 
     mothertongue train recipes/quickstart.yaml            # reads build/train.jsonl, build/dev.jsonl
-    mothertongue train RECIPE train.method=dpo           # reads build/preference.jsonl
+    mothertongue train RECIPE train.method=dpo           # reads build/preference.jsonl (+ preference_dev.jsonl)
     mothertongue train RECIPE train.method=cpt           # reads build/text.jsonl
 
 sft:  `{"input_ids": [...], "labels": [...]}` rows, labels already -100 outside assistant turns.
