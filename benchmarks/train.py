@@ -152,6 +152,10 @@ def one_run(which: str, n: int, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     trainer.train()
     elapsed = time.perf_counter() - t0
+    if which == "ours":
+        from mothertongue.training.setup import after_training
+
+        after_training(trainer.model)
     real_tokens = sum(len(r[0]) for r in rows)
     padded = None
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]

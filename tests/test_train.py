@@ -358,3 +358,99 @@ def test_two_process_ddp_matches_single_process(built, tmp_path):
     assert ddp["final_loss"] < ddp["first_loss"]
     assert (root / "run" / "train" / "model" / "model.safetensors").exists()
     assert not (root / "run" / "train.partial").exists()
+
+
+def _tiny_trainer(tmp_path, overrides: dict, n: int = 8):
+    """A trainer on a tiny Llama and chats of uneven length (several examples per packed row)."""
+    from datasets import Dataset
+
+    from mothertongue import templates
+    from mothertongue.build import encode
+    from mothertongue.config import Recipe, TinyModelConfig, TrainConfig
+    from mothertongue.models import build_tiny_model, train_tiny_tokenizer
+    from mothertongue.training.setup import build_trainer
+
+    chats = [[{"role": "user", "content": f"Was heißt {en}? " * (1 + i % 4)},
+              {"role": "assistant", "content": f"Das heißt {de}. " * (1 + i % 3)}]
+             for i, (en, de) in enumerate(list(WORDS.items())[:n])]
+    t = templates.resolve("chatml", None)
+    tok = train_tiny_tokenizer([m["content"] for c in chats for m in c], 300, t.special_tokens)
+    templates.install(t, tok)
+    rows = [encode(tok, c)[:2] for c in chats]
+    model = build_tiny_model(TinyModelConfig(hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                                             num_attention_heads=4, vocab_size=300), tok, 0)
+    model.config.use_cache = False
+    recipe = Recipe(train=TrainConfig(**{"adapter": "lora", "lora_r": 8, "batch_size": 4, "epochs": 1, **overrides}))
+    ds = Dataset.from_dict({"input_ids": [r[0] for r in rows], "labels": [r[1] for r in rows]})
+    return build_trainer(recipe, model, tok, ds, None, tmp_path)
+
+
+@pytest.mark.parametrize("padding_free", [True, False])
+def test_cpu_loss_path_equals_trl(tmp_path, padding_free):
+    """On CPU the SFT loss is taken on the trained positions only, with per-example attention in
+    padding-free rows: same loss and gradients as TRL's own loss over stock SDPA attention."""
+    import torch
+    import trl
+
+    from mothertongue.training.attention import NAME
+    from mothertongue.training.setup import after_training
+
+    trainer = _tiny_trainer(tmp_path, {"padding_free": padding_free, "precision": "fp32"})
+    model = trainer.model
+    assert (model.get_base_model().config._attn_implementation == NAME) == padding_free
+    batch = next(iter(trainer.get_train_dataloader()))
+    if padding_free:
+        assert batch["input_ids"].shape[0] == 1 and len(batch["cu_seq_lens_q"]) == 5  # 4 examples in one row
+    model.train()
+
+    def loss_and_grads(compute):
+        model.zero_grad()
+        loss = compute(dict(batch))
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ours, g_ours = loss_and_grads(lambda b: trainer.compute_loss(model, b))
+    after_training(model)  # back to stock SDPA for the reference
+    ref, g_ref = loss_and_grads(lambda b: trl.SFTTrainer.compute_loss(trainer, model, b))
+    assert ours == pytest.approx(ref, rel=1e-5)
+    assert g_ours.keys() == g_ref.keys() and len(g_ours) > 0
+    for n in g_ref:
+        torch.testing.assert_close(g_ours[n], g_ref[n], rtol=1e-4, atol=1e-6)
+
+
+def test_lora_bf16_on_cpu_keeps_frozen_base_in_bf16(tmp_path):
+    """bf16 autocast on CPU: frozen base stored in bf16, adapters in float32; the loss falls, and
+    afterwards the model runs without autocast and the saved adapter reproduces it."""
+    import torch
+    from peft import PeftModel
+
+    from mothertongue.training.setup import after_training
+
+    trainer = _tiny_trainer(tmp_path, {"precision": "bf16", "learning_rate": 0.01, "epochs": 30, "logging_steps": 5,
+                                       "save_steps": 10**6}, n=16)
+    model = trainer.model
+    assert trainer.args.bf16
+    dtypes = {("lora_" in n, p.dtype) for n, p in model.named_parameters()}
+    assert dtypes == {(False, torch.bfloat16), (True, torch.float32)}
+    base_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert losses[-1] < losses[0] - 0.5, losses  # a random tiny base: LoRA moves it slowly, but it moves
+    assert all(torch.equal(p, base_before[n]) for n, p in model.named_parameters() if "lora_" not in n)
+
+    after_training(model)
+    model.eval()
+    ids = torch.tensor([[5, 17, 33, 48, 9, 101, 7]])
+    with torch.no_grad():
+        want = model(input_ids=ids).logits.float()
+    model.save_pretrained(tmp_path / "adapter")
+    base = model.get_base_model()
+    fresh_base = type(base)(base.config).to(torch.bfloat16)
+    fresh_base.load_state_dict({k.replace(".base_layer", ""): v for k, v in base.state_dict().items()
+                                if "lora_" not in k}, strict=True)
+    reloaded = PeftModel.from_pretrained(fresh_base, tmp_path / "adapter").eval()
+    # The trainer's model keeps Accelerate's autocast on its forward: under autocast, identical.
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(reloaded(input_ids=ids).logits.float(), want)
+    with torch.no_grad():  # and without it (adapters in float32 again), the same up to bf16 rounding
+        torch.testing.assert_close(reloaded(input_ids=ids).logits.float(), want, rtol=0, atol=0.05)

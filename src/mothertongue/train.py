@@ -99,7 +99,7 @@ def fit(recipe: Recipe, run: RunDir, out: Path):
     from transformers import AutoTokenizer
 
     from mothertongue.training.card import write_card
-    from mothertongue.training.setup import build_trainer, learning_rate
+    from mothertongue.training.setup import after_training, build_trainer, learning_rate
 
     # Before the trainer exists the process group may not be up yet: rank from the launcher's env.
     is_main = int(os.environ.get("RANK", "0")) == 0
@@ -145,6 +145,7 @@ def fit(recipe: Recipe, run: RunDir, out: Path):
     if last and state.is_main_process:
         print(f"[train] resuming from {last}")
     result = trainer.train(resume_from_checkpoint=last)
+    after_training(trainer.model)
 
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]

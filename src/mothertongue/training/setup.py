@@ -141,6 +141,30 @@ def make_args(recipe: Recipe, out: Path, has_eval: bool, hidden_size: int | None
     return ORPOConfig(**common, beta=cfg.beta, max_length=max_len)
 
 
+LOSS_CHUNK_TOKENS = 512
+
+
+def _chunked_loss(head, hidden, target):
+    """[summed cross-entropy, correct top-1 count] over the given positions, LM head included.
+
+    In chunks of LOSS_CHUNK_TOKENS positions whose logits are recomputed in backward instead of
+    kept: for a 16k vocabulary that is 64 KiB per position in float32, several times over
+    (logits, log-softmax, gradient), which would otherwise dominate a CPU step's peak memory."""
+    import torch
+    from torch.nn.functional import cross_entropy
+    from torch.utils.checkpoint import checkpoint
+
+    def piece(h, y):
+        logits = head(h).float()
+        return torch.stack([cross_entropy(logits, y, reduction="sum"), (logits.argmax(-1) == y).sum().float()])
+
+    total = hidden.new_zeros(2, dtype=torch.float32)
+    for i in range(0, max(len(target), 1), LOSS_CHUNK_TOKENS):
+        total = total + checkpoint(piece, hidden[i:i + LOSS_CHUNK_TOKENS], target[i:i + LOSS_CHUNK_TOKENS],
+                                   use_reentrant=False)
+    return total
+
+
 def _sft_trainer():
     """TRL's SFTTrainer, with the loss on the trained positions only where TRL has no fused kernel.
 
@@ -168,13 +192,9 @@ def _sft_trainer():
                 hidden = lm.base_model(**features, use_cache=False).last_hidden_state
                 target = labels[:, 1:]
                 keep = target != -100
-                logits = lm.get_output_embeddings()(hidden[:, :-1][keep])
-            target = target[keep]
-            loss = torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum")
-            loss = loss / (keep.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
-            with torch.no_grad():
-                n = max(int(target.numel()), 1)
-                self._metrics["train"]["mean_token_accuracy"].append((logits.argmax(-1) == target).sum().item() / n)
+                sums = _chunked_loss(lm.get_output_embeddings(), hidden[:, :-1][keep], target[keep])
+            loss = sums[0] / (keep.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
+            self._metrics["train"]["mean_token_accuracy"].append(sums[1].item() / max(int(keep.sum()), 1))
             if "attention_mask" in inputs:
                 self._total_train_tokens += int(inputs["attention_mask"].sum())
             elif "position_ids" in inputs:
@@ -238,6 +258,12 @@ def hidden_size(model) -> int | None:
     return getattr(cfg, "hidden_size", None)
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def frozen_base_in_bf16(recipe: Recipe, model, args) -> bool:
     """Whether the frozen base of a LoRA run is stored in bf16 rather than float32: on CPU when
     training runs under bf16 autocast (GPUs load bf16 weights to begin with), and not when the
@@ -262,17 +288,22 @@ def build_trainer(recipe: Recipe, model, tokenizer, train_ds, eval_ds, out: Path
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     args = make_args(recipe, out, eval_ds is not None, hidden_size(model))
-    if frozen_base_in_bf16(recipe, model, args):
+    frozen_bf16 = frozen_base_in_bf16(recipe, model, args)
+    if frozen_bf16:
         # LoRA on a CPU with bf16 autocast: the frozen weights are only ever read as bf16, so keep
         # them that way instead of casting every weight on every forward (PEFT keeps the adapters
         # themselves in float32). Half the base's memory, and no copies per step.
         import torch
 
         model.to(torch.bfloat16)
+    if getattr(args, "padding_free", False) and not getattr(args, "packing", False) and not _cuda():
+        from mothertongue.training import attention
+
+        attention.use_varlen(model)  # no block-diagonal attention over the whole packed row
     cls = trainer_class(recipe)
     if hasattr(cls, "_emb_names"):
         cls._emb_names = emb_names
-    return cls(
+    trainer = cls(
         model=model,
         args=args,
         train_dataset=train_ds,
@@ -280,3 +311,25 @@ def build_trainer(recipe: Recipe, model, tokenizer, train_ds, eval_ds, out: Path
         processing_class=tokenizer,
         peft_config=peft,
     )
+    if frozen_bf16:
+        # PEFT casts each adapter's input to the adapter's float32 before autocast casts it back:
+        # two copies per adapted layer, the bf16 one kept for backward next to the base layer's
+        # own. Under autocast the input can go in as it is (restored by `after_training`).
+        _set_adapter_input_casting(trainer.model, False)
+    return trainer
+
+
+def _set_adapter_input_casting(model, enabled: bool) -> None:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for m in model.modules():
+        if isinstance(m, BaseTunerLayer):
+            m.cast_input_dtype_enabled = enabled
+
+
+def after_training(model) -> None:
+    """Undo the training-only speed settings before the model is saved, evaluated or chatted with."""
+    from mothertongue.training import attention
+
+    attention.restore(model)
+    _set_adapter_input_casting(model, True)
