@@ -353,7 +353,7 @@ def test_two_process_ddp_matches_single_process(built, tmp_path):
     one_root, one_path = fresh(built, tmp_path / "one")
     run_recipe(one_path, ["train.batch_size=8", "train.epochs=4"], stages=["train"])
     single = _summary(one_root)
-    assert ddp["world_size"] == 2 and single["world_size"] == 1
+    assert ddp["world_size"] == 2 and single["world_size"] == 1 and ddp["distributed"] == "ddp"
     assert ddp["steps"] == single["steps"] == 12  # 24 examples, global batch 8, 4 epochs
     assert ddp["final_loss"] < ddp["first_loss"]
     assert (root / "run" / "train" / "model" / "model.safetensors").exists()

@@ -164,6 +164,8 @@ def fit(recipe: Recipe, run: RunDir, out: Path):
         "tokens_per_s": round(tokens / runtime, 1) if runtime else None,
         "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
         "world_size": state.num_processes,
+        "distributed": ("fsdp" if trainer.is_fsdp_enabled else "deepspeed" if trainer.is_deepspeed_enabled
+                        else "ddp" if state.num_processes > 1 else None),
         "learning_rate": learning_rate(recipe),
         "resumed_from": Path(last).name if last else None,
         "counts": counts,
