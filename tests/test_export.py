@@ -1,4 +1,5 @@
-"""Export: merged safetensors (same greedy output as adapter-on-base), CTranslate2, GGUF, vLLM path."""
+"""Export: merged safetensors (same greedy output as adapter-on-base), CTranslate2, GGUF (converter
+fetched from PyPI once, file loaded back by Transformers and made to generate), vLLM path."""
 
 from __future__ import annotations
 
@@ -128,51 +129,171 @@ def test_ctranslate2_int8(exported, tmp_path):
     assert sum(a == b for a, b in zip(rep["export"], rep["tuned"], strict=True)) >= len(prompts) - 1
 
 
-def test_gguf_without_converter_is_a_clear_error(quickstart_run, tmp_path, monkeypatch):
-    from mothertongue.export import export
+@pytest.fixture(scope="session")
+def llama_cpp_dir():
+    """llama.cpp's converter: $LLAMA_CPP_DIR, else fetched once from the llama-cpp-python source
+    package on PyPI into the cache ($MOTHERTONGUE_CACHE or ~/.cache/mothertongue), as export does."""
+    from mothertongue.export import find_llama_cpp
+
+    return find_llama_cpp(None, log=lambda m: None)
+
+
+def test_gguf_converter_errors_are_one_line(quickstart_run, tmp_path, monkeypatch):
+    from mothertongue.export import export, fetch_llama_cpp
     from mothertongue.runs import StageError
 
     monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
-    with pytest.raises(StageError, match="--llama-cpp DIR"):
-        export(quickstart_run, tmp_path, ("gguf",), llama_cpp=None, log=lambda m: None)
+    with pytest.raises(StageError, match="has none; pass --llama-cpp DIR") as e:
+        export(quickstart_run, tmp_path, ("gguf",), llama_cpp=str(tmp_path / "nowhere"), log=lambda m: None)
+    assert "\n" not in str(e.value)
     with pytest.raises(StageError, match="unknown export format 'onnx'"):
         export(quickstart_run, tmp_path, ("onnx",), log=lambda m: None)
     assert not (tmp_path / "merged").exists(), "failed before any slow step"
+    # A download that fails (a version PyPI does not have), through the real pip.
+    with pytest.raises(StageError, match=r"could not download the llama-cpp-python==0\.0\.1 .*--llama-cpp DIR") as e:
+        fetch_llama_cpp("0.0.1", cache=tmp_path / "cache", log=lambda m: None)
+    assert "\n" not in str(e.value) and not (tmp_path / "cache" / "llama.cpp-0.0.1").exists()
 
 
-LLAMA_CPP = os.environ.get("LLAMA_CPP_DIR")
+def test_fetched_converter_is_only_the_python_part(llama_cpp_dir):
+    from mothertongue.export import LLAMA_CPP_PYTHON_VERSION
+
+    if os.environ.get("LLAMA_CPP_DIR"):
+        pytest.skip("LLAMA_CPP_DIR is set: export uses that checkout, nothing is fetched")
+    src = json.loads((llama_cpp_dir / "SOURCE.json").read_text())
+    assert src["package"] == f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"
+    assert (llama_cpp_dir / "conversion" / "llama.py").exists() and (llama_cpp_dir / "gguf-py" / "gguf").is_dir()
+    assert not (llama_cpp_dir / "src").exists() and not list(llama_cpp_dir.rglob("*.cpp"))
+    assert src["bytes"] < 10e6 < src["sdist_bytes"], src
+    assert not list(llama_cpp_dir.parent.glob("*.tar.gz")), "the tarball is not kept"
+
+
+def test_pre_tokenizer_is_named_only_for_the_gpt2_byte_level_split(exported, tmp_path):
+    from mothertongue.export import gguf_pre_tokenizer
+
+    out, _ = exported
+    tok = json.loads((out / "merged" / "tokenizer.json").read_text())
+    assert gguf_pre_tokenizer(out / "merged") == "gpt-2"  # the tiny tokenizer
+    for change in ({"normalizer": {"type": "NFC"}},
+                   {"pre_tokenizer": {**tok["pre_tokenizer"], "add_prefix_space": True}},
+                   {"pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always"}}):
+        (tmp_path / "tokenizer.json").write_text(json.dumps({**tok, **change}))
+        assert gguf_pre_tokenizer(tmp_path) is None, change
+
+
+@pytest.fixture(scope="module")
+def gguf_exported(lora_run, llama_cpp_dir, tmp_path_factory):
+    """`export --format merged,gguf --gguf-type f16` of the tiny LoRA run, converter as export finds it."""
+    from mothertongue.export import export
+
+    out = tmp_path_factory.mktemp("gguf")
+    logs = []
+    result = export(lora_run, out, ("merged", "gguf"), gguf_type="f16", log=logs.append)
+    return out, result, logs
+
+
+def test_gguf_f16_loaded_back_generates_like_the_merged_model(gguf_exported):
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mothertongue.generation import prompt_ids
+
+    out, result, logs = gguf_exported
+    merged_rep, rep = result["exports"]
+    assert rep["format"] == "gguf" and Path(rep["path"]).name == "model-f16.gguf"
+    # The tiny tokenizer is one llama.cpp's hash table does not list: named from tokenizer.json.
+    assert rep["pre_tokenizer_fallback"] == "gpt-2" and any("tokenizer.ggml.pre='gpt-2'" in m for m in logs)
+    reader = gguf.GGUFReader(rep["path"])
+    pre = reader.fields["tokenizer.ggml.pre"]
+    assert bytes(pre.parts[pre.data[0]]).decode() == "gpt-2"
+    assert "F16" in {t.tensor_type.name for t in reader.tensors}
+    # The report: the merged model's greedy replies and forced tokens, exactly.
+    assert any(rep["tuned"]) and rep["tuned"] == merged_rep["export"]
+    assert rep["export"] == rep["tuned"] and rep["export_ids"] == rep["tuned_ids"], (rep["export"], rep["tuned"])
+    assert rep["same_greedy_output"] and rep["same_forced_tokens"] and rep["token_agreement"] == 1.0
+    assert json.loads((out / "report.json").read_text())["exports"][1]["export"] == rep["export"]
+
+    # Independently of the report: Transformers rebuilds the same tokenizer from the file ...
+    d, name = Path(rep["path"]).parent, Path(rep["path"]).name
+    ref_tok = AutoTokenizer.from_pretrained(out / "merged")
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+    for s in ("Grüße aus München, Öl und Äpfel!", "ÄÖÜ äöü ß", "  zwei  Leerzeichen\n\nund 12345", rep["prompts"][0]):
+        ids = tok(s, add_special_tokens=False)["input_ids"]
+        assert ids == ref_tok(s, add_special_tokens=False)["input_ids"] and tok.decode(ids) == s
+    conv = [{"role": "user", "content": rep["prompts"][0]}]
+    assert prompt_ids(tok, conv) == prompt_ids(ref_tok, conv)
+    # ... and the same greedy continuation from the dequantized weights.
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32).eval()
+    ref = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
+    ids = torch.tensor([prompt_ids(ref_tok, conv)])
+    with torch.no_grad():
+        a, b = (m.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=12,
+                           min_new_tokens=12, pad_token_id=ref_tok.pad_token_id) for m in (ref, model))
+    assert a.tolist() == b.tolist()
+    if rep["llama_cpp"] is not None:  # llama-cpp-python installed: llama.cpp itself generated from the file
+        assert rep["llama_cpp"]["same_token_ids"] and any(rep["llama_cpp"]["export"]), rep["llama_cpp"]
+
+
+def test_gguf_q8_0_mostly_agrees(lora_run, gguf_exported, llama_cpp_dir, tmp_path):
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mothertongue.export import probe_prompts, to_gguf
+
+    out, _, _ = gguf_exported
+    prompts = probe_prompts(lora_run, 10)  # the 10 held-out prompts: 160 forced tokens to compare
+    rep = to_gguf(out / "merged", tmp_path / "m-q8_0.gguf", "q8_0", llama_cpp_dir, prompts=prompts,
+                  log=lambda m: None)
+    assert "Q8_0" in {t.tensor_type.name for t in gguf.GGUFReader(rep["path"]).tensors}
+    assert rep["bytes"] < 0.6 * Path(out / "model-f16.gguf").stat().st_size
+    # 8-bit weights may flip a near-tie token; the replies stay real and mostly identical.
+    assert len(rep["export"]) == len(prompts) == 10 and all(rep["export"])
+    assert rep["prompts_matching"] >= len(prompts) - 2 and rep["token_agreement"] >= 0.9, rep
+    # Not vacuous: what Transformers loaded are the 8-bit weights, not the merged model's.
+    tok = AutoTokenizer.from_pretrained(out / "merged")
+    ids = tok(rep["prompts"][0], return_tensors="pt")["input_ids"]
+    q8 = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m-q8_0.gguf", dtype=torch.float32).eval()
+    ref = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
+    with torch.no_grad():
+        d = (q8(input_ids=ids).logits - ref(input_ids=ids).logits).abs().max().item()
+    assert 0 < d < 1.0, d
+
+
+def test_gguf_unknown_tokenizer_is_a_one_line_error(gguf_exported, llama_cpp_dir, tmp_path):
+    """A BPE tokenizer that is neither published (hash) nor the GPT-2 byte-level split is refused."""
+    from mothertongue.export import to_gguf
+    from mothertongue.runs import StageError
+
+    out, _, _ = gguf_exported
+    src = tmp_path / "merged"
+    shutil.copytree(out / "merged", src)
+    tok = json.loads((src / "tokenizer.json").read_text())
+    (src / "tokenizer.json").write_text(json.dumps({**tok, "normalizer": {"type": "NFC"}}))
+    with pytest.raises(StageError, match="pre-tokenizer was not recognized.*GPT-2 byte-level") as e:
+        to_gguf(src, tmp_path / "x.gguf", "f16", llama_cpp_dir, log=lambda m: None)
+    assert "\n" not in str(e.value) and not (tmp_path / "x.gguf").exists()
 
 
 @pytest.mark.real_models
-@pytest.mark.skipif(not (LLAMA_CPP and Path(LLAMA_CPP, "convert_hf_to_gguf.py").exists()),
-                    reason="set LLAMA_CPP_DIR to a llama.cpp checkout (see export.py) to test GGUF conversion")
-@pytest.mark.parametrize("qtype", ["q8_0", "f16"])
-def test_gguf_export_of_a_real_llama(tmp_path, qtype):
+@pytest.mark.parametrize("qtype", ["q8_0", "f32"])
+def test_gguf_export_of_a_real_llama(llama_cpp_dir, tmp_path, qtype):
+    """stories260K: a published Llama with a sentencepiece tokenizer, converted without help."""
     import gguf
     from transformers import AutoTokenizer
 
     from mothertongue.export import to_gguf
 
     src = SHARED_MODELS / "stories260K"
-    rep = to_gguf(src, tmp_path / f"m-{qtype}.gguf", qtype, LLAMA_CPP,
-                  prompts=[[{"role": "user", "content": "Once upon a time"}]], max_new_tokens=8)
+    rep = to_gguf(src, tmp_path / f"m-{qtype}.gguf", qtype, llama_cpp_dir,
+                  prompts=[[{"role": "user", "content": "Once upon a time"}]], max_new_tokens=8, log=lambda m: None)
     reader = gguf.GGUFReader(rep["path"])
     tmpl = reader.fields["tokenizer.chat_template"]
     assert bytes(tmpl.parts[tmpl.data[0]]).decode() == AutoTokenizer.from_pretrained(src).chat_template
-    assert rep["tensors"] == len(reader.tensors) > 0
+    assert rep["tensors"] == len(reader.tensors) > 0 and rep["pre_tokenizer_fallback"] is None
     kinds = {t.tensor_type.name for t in reader.tensors}
-    assert ("Q8_0" if qtype == "q8_0" else "F16") in kinds
-    if rep["generated"] is not None:  # llama-cpp-python installed: it loaded and generated
-        assert all(isinstance(g, str) for g in rep["generated"])
-
-
-@pytest.mark.skipif(not (LLAMA_CPP and Path(LLAMA_CPP, "convert_hf_to_gguf.py").exists()),
-                    reason="set LLAMA_CPP_DIR to a llama.cpp checkout (see export.py) to test GGUF conversion")
-def test_gguf_refuses_the_tiny_tokenizer_in_one_line(exported, tmp_path):
-    from mothertongue.export import to_gguf
-    from mothertongue.runs import StageError
-
-    out, _ = exported
-    with pytest.raises(StageError, match="pre-tokenizer was not recognized.*published models") as e:
-        to_gguf(out / "merged", tmp_path / "tiny.gguf", "q8_0", LLAMA_CPP)
-    assert "\n" not in str(e.value)
+    assert ("Q8_0" if qtype == "q8_0" else "F32") in kinds
+    assert all(rep["export"]) and rep["token_agreement"] >= 0.9
+    if qtype == "f32":
+        assert rep["export"] == rep["tuned"] and rep["export_ids"] == rep["tuned_ids"]
