@@ -147,9 +147,10 @@ LOSS_CHUNK_TOKENS = 512
 def _chunked_loss(head, hidden, target):
     """[summed cross-entropy, correct top-1 count] over the given positions, LM head included.
 
-    In chunks of LOSS_CHUNK_TOKENS positions whose logits are recomputed in backward instead of
-    kept: for a 16k vocabulary that is 64 KiB per position in float32, several times over
-    (logits, log-softmax, gradient), which would otherwise dominate a CPU step's peak memory."""
+    Beyond LOSS_CHUNK_TOKENS positions, in chunks whose logits are recomputed in backward instead
+    of kept: for a 16k vocabulary that is 64 KiB per position in float32, several times over
+    (logits, log-softmax, gradient), which would otherwise dominate a CPU step's peak memory.
+    Up to one chunk's worth is computed directly: the peak is the same, the recompute is saved."""
     import torch
     from torch.nn.functional import cross_entropy
     from torch.utils.checkpoint import checkpoint
@@ -158,8 +159,10 @@ def _chunked_loss(head, hidden, target):
         logits = head(h).float()
         return torch.stack([cross_entropy(logits, y, reduction="sum"), (logits.argmax(-1) == y).sum().float()])
 
+    if len(target) <= LOSS_CHUNK_TOKENS:  # one chunk: nothing to gain from recomputing it
+        return piece(hidden, target)
     total = hidden.new_zeros(2, dtype=torch.float32)
-    for i in range(0, max(len(target), 1), LOSS_CHUNK_TOKENS):
+    for i in range(0, len(target), LOSS_CHUNK_TOKENS):
         total = total + checkpoint(piece, hidden[i:i + LOSS_CHUNK_TOKENS], target[i:i + LOSS_CHUNK_TOKENS],
                                    use_reentrant=False)
     return total
@@ -311,12 +314,38 @@ def build_trainer(recipe: Recipe, model, tokenizer, train_ds, eval_ds, out: Path
         processing_class=tokenizer,
         peft_config=peft,
     )
+    if not _cuda():
+        release = _malloc_trim()
+        if release is not None:
+            trainer.add_callback(release)
     if frozen_bf16:
         # PEFT casts each adapter's input to the adapter's float32 before autocast casts it back:
         # two copies per adapted layer, the bf16 one kept for backward next to the base layer's
         # own. Under autocast the input can go in as it is (restored by `after_training`).
         _set_adapter_input_casting(trainer.model, False)
     return trainer
+
+
+def _malloc_trim():
+    """A callback returning freed heap memory to the OS after every optimizer step (glibc only).
+
+    Batches of changing shape leave glibc's heap fragmented and it keeps what was freed, so a CPU
+    run's resident memory creeps up step after step to well above what any step needs (measured:
+    36.9M-parameter LoRA run, peak 1,781 MiB without, 1,597 MiB with, same speed)."""
+    import ctypes
+
+    from transformers import TrainerCallback
+
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        return None
+
+    class ReleaseFreedMemory(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            trim(0)
+
+    return ReleaseFreedMemory()
 
 
 def _set_adapter_input_casting(model, enabled: bool) -> None:
