@@ -198,6 +198,28 @@ def test_twenty_concurrent_requests_all_answered_right(server, expected):
     assert [t for _, t in results] == [expected[p] for p in prompts]
 
 
+def test_concurrent_streams_are_batched_and_each_stream_is_its_own(server, expected):
+    """Streamed requests waiting together are answered by one batched generation; each client
+    still gets exactly its own reply, chunk by chunk."""
+    prompts = list(PROMPTS) * 2
+    # A long request with other settings keeps the worker busy while the streams queue up.
+    busy = ThreadPoolExecutor(1).submit(_chat, server, "Nenne drei Farben.", max_tokens=64, temperature=1.5, seed=1)
+
+    def stream(p):
+        with httpx.stream("POST", f"{server}/v1/chat/completions", timeout=300, json={
+                "stream": True, "messages": [{"role": "user", "content": p}]}) as r:
+            lines = [x for x in r.iter_lines() if x.startswith("data: {")]
+        return r.status_code, [json.loads(x[6:])["choices"][0]["delta"].get("content", "") for x in lines]
+
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        results = list(pool.map(stream, prompts))
+    assert busy.result().status_code == 200
+    assert [s for s, _ in results] == [200] * len(prompts)
+    assert ["".join(chunks) for _, chunks in results] == [expected[p] for p in prompts]
+    health = httpx.get(f"{server}/health", timeout=10).json()
+    assert health["largest_batch"]["streamed"] >= 2, health
+
+
 def test_api_key(engine):
     srv, thread, url = _start(engine, api_key="s3cret")
     try:

@@ -284,7 +284,7 @@ class ServeConfig(Strict):
     max_request_bytes: int = Field(1_000_000, gt=0, description="Larger request bodies get HTTP 413.")
     max_new_tokens_limit: int = Field(1024, gt=0, description="Largest max_tokens a request may ask for.")
     max_prompt_tokens: int | None = Field(None, gt=0, description="Longest prompt; default: what fits the context.")
-    max_batch_size: int = Field(8, gt=0, description="Queued non-streaming requests answered in one batch.")
+    max_batch_size: int = Field(8, gt=0, description="Queued requests with equal settings (streamed or not) answered in one batch.")
     max_queue: int = Field(256, gt=0, description="Requests waiting at once; more get HTTP 503.")
 
 

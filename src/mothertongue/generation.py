@@ -3,7 +3,8 @@
     from mothertongue.generation import generate, stream_generate, generation_kwargs
 
 Presets: greedy, beam (num_beams + no_repeat_ngram_size from the chat config), sample
-(temperature + top_p). `generate` answers a batch; `stream_generate` streams one answer.
+(temperature + top_p). `generate` answers a batch; `stream_generate_batch` answers a batch and
+streams each reply to its own callback; `stream_generate` streams one answer.
 """
 
 from __future__ import annotations
@@ -78,19 +79,72 @@ def generate(model, tokenizer, conversations: list[list[dict]], stop_ids: list[i
     return replies
 
 
-def callback_streamer(tokenizer, on_text):
-    """A transformers streamer that hands decoded text pieces to a callback (REPL, HTTP stream).
+class _RowStreams:
+    """A transformers streamer for a batched `generate`: each row's text goes to its own callback
+    as it grows. Text is handed on at word boundaries (whole lines at a newline) and never with a
+    half-decoded multi-byte character, like transformers' TextStreamer, which takes one row only.
+    A row is finished at its first stop token; leading and trailing whitespace of a reply is
+    dropped, so the pieces of a row joined equal that row's `Reply.text`."""
 
-    Built on `TextStreamer` so word boundaries and multi-byte characters are handled the way
-    transformers does it; only the printing is replaced."""
-    from transformers import TextStreamer
+    def __init__(self, tokenizer, stop_ids: list[int], callbacks: list):
+        self.tokenizer, self.stop, self.callbacks = tokenizer, set(stop_ids), callbacks
+        n = len(callbacks)
+        self.ids: list[list[int]] = [[] for _ in range(n)]
+        self.sent = [0] * n  # characters of the decoded row already handed on (or dropped)
+        self.done = [False] * n
+        self.prompt_seen = False
 
-    class _Streamer(TextStreamer):
-        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-            if text:
-                on_text(text)
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # the first call carries the prompts
+            self.prompt_seen = True
+            return
+        for row, tok in enumerate(value.reshape(len(self.callbacks), -1)[:, -1].tolist()):
+            if self.done[row]:
+                continue
+            if tok in self.stop:
+                self._flush(row, final=True)
+                continue
+            self.ids[row].append(tok)
+            self._flush(row, final=False)
 
-    return _Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    def end(self) -> None:
+        for row in range(len(self.callbacks)):
+            if not self.done[row]:
+                self._flush(row, final=True)
+
+    def _flush(self, row: int, final: bool) -> None:
+        text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
+        if final:
+            self.done[row] = True
+            ready = text.rstrip()  # a reply's trailing whitespace is dropped
+        elif text.endswith("\ufffd"):
+            return  # a multi-byte character is not complete yet
+        elif text.endswith("\n"):
+            ready = text.rstrip()
+        else:
+            ready = text[: text.rfind(" ") + 1].rstrip()
+        if self.sent[row] == 0:  # before the first visible text: leading whitespace is dropped
+            self.sent[row] = len(ready) - len(ready.lstrip())
+        if len(ready) > self.sent[row]:
+            self.callbacks[row](ready[self.sent[row]:])
+            self.sent[row] = len(ready)
+
+
+def stream_generate_batch(model, tokenizer, conversations: list[list[dict]], stop_ids: list[int],
+                          callbacks: list, **gen_kwargs) -> list[Reply]:
+    """Answer several conversations in one batched generation, streaming each reply's text to
+    its callback (None for a row nobody streams). Beam search cannot stream: its text arrives
+    as one piece per row at the end."""
+    callbacks = [cb or (lambda _t: None) for cb in callbacks]
+    if gen_kwargs.get("num_beams", 1) > 1:
+        reps = generate(model, tokenizer, conversations, stop_ids, batch_size=len(conversations), **gen_kwargs)
+        for cb, rep in zip(callbacks, reps, strict=True):
+            if rep.text:
+                cb(rep.text)
+        return reps
+    streamer = _RowStreams(tokenizer, stop_ids, callbacks)
+    return generate(model, tokenizer, conversations, stop_ids, batch_size=len(conversations), streamer=streamer,
+                    **gen_kwargs)
 
 
 def stream_generate(model, tokenizer, messages: list[dict], stop_ids: list[int], on_text,
@@ -99,24 +153,4 @@ def stream_generate(model, tokenizer, messages: list[dict], stop_ids: list[int],
 
     Pieces joined equal `Reply.text` (leading and trailing whitespace of the reply are dropped,
     as `generate` strips them). Beam search cannot stream; its text arrives as one piece at the end."""
-    if gen_kwargs.get("num_beams", 1) > 1:
-        rep = generate(model, tokenizer, [messages], stop_ids, **gen_kwargs)[0]
-        if rep.text:
-            on_text(rep.text)
-        return rep
-    started = False
-    held = ""  # trailing whitespace waits for more text: a reply's last whitespace is dropped
-
-    def _piece(text: str) -> None:
-        nonlocal started, held
-        if not started:
-            text = text.lstrip()
-            started = bool(text)
-        text = held + text
-        body = text.rstrip()
-        held = text[len(body):]
-        if body:
-            on_text(body)
-
-    return generate(model, tokenizer, [messages], stop_ids, streamer=callback_streamer(tokenizer, _piece),
-                    **gen_kwargs)[0]
+    return stream_generate_batch(model, tokenizer, [messages], stop_ids, [on_text], **gen_kwargs)[0]

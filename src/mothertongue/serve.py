@@ -8,8 +8,8 @@
 Endpoints: `POST /v1/chat/completions` (with `stream: true` as server-sent events in the OpenAI
 chunk format), `GET /v1/models`, `GET /health`. Bad requests get HTTP 4xx with an OpenAI-style
 JSON error body and the server keeps serving. Requests are queued and answered by one generation
-worker, which batches non-streaming requests with equal settings (`serve.max_batch_size`); a full
-queue answers 503. For production scale serve the merged export with vLLM (see README).
+worker, which batches waiting requests with equal settings (`serve.max_batch_size`), streamed ones
+too (each row streams to its own client); a full queue answers 503. For production scale serve the merged export with vLLM (see README).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at
@@ -103,6 +103,7 @@ class Engine:
         self.created = int(time.time())
         self.jobs: queue.Queue = queue.Queue(maxsize=cfg.max_queue)
         self.served = 0
+        self.largest_batch = {"requests": 0, "streamed": 0}  # most requests answered by one generate
         self.worker = threading.Thread(target=self._work, name="mothertongue-generate", daemon=True)
         self.worker.start()
 
@@ -177,19 +178,18 @@ class Engine:
         while True:
             job = deferred.pop(0) if deferred else self.jobs.get()
             batch = [job]
-            if not job.stream:
-                # Batch the waiting non-streaming jobs that share the generation settings.
-                while len(batch) < self.cfg.max_batch_size:
-                    nxt = next((j for j in deferred if not j.stream and j.key == job.key), None)
-                    if nxt is not None:
-                        deferred.remove(nxt)
-                        batch.append(nxt)
-                        continue
-                    try:
-                        j = self.jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    (batch if (not j.stream and j.key == job.key) else deferred).append(j)
+            # Batch the waiting jobs that share the generation settings, streamed or not.
+            while len(batch) < self.cfg.max_batch_size:
+                nxt = next((j for j in deferred if j.key == job.key), None)
+                if nxt is not None:
+                    deferred.remove(nxt)
+                    batch.append(nxt)
+                    continue
+                try:
+                    j = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                (batch if j.key == job.key else deferred).append(j)
             try:
                 self._run(batch)
             except Exception as e:  # one bad generation must not stop the worker
@@ -197,24 +197,23 @@ class Engine:
                     self._finish(j, exc=e)
 
     def _run(self, batch: list[Job]) -> None:
-        from mothertongue.generation import generate, stream_generate
+        from mothertongue.generation import stream_generate_batch
 
         if batch[0].seed is not None and batch[0].gen_kwargs.get("do_sample"):
             import torch
 
             torch.manual_seed(batch[0].seed)  # the same seed gives the same sampled reply
-        if batch[0].stream:
-            job = batch[0]
 
-            def piece(t: str) -> None:
-                job.loop.call_soon_threadsafe(job.chunks.put_nowait, t)
+        def sink(job: Job):
+            if not job.stream:
+                return None
+            return lambda t: job.loop.call_soon_threadsafe(job.chunks.put_nowait, t)
 
-            rep = stream_generate(self.model, self.tokenizer, job.messages, self.stop_ids, piece,
-                                  **job.gen_kwargs)
-            self._finish(job, rep)
-            return
-        reps = generate(self.model, self.tokenizer, [j.messages for j in batch], self.stop_ids,
-                        batch_size=len(batch), **batch[0].gen_kwargs)
+        streamed = sum(j.stream for j in batch)
+        self.largest_batch["requests"] = max(self.largest_batch["requests"], len(batch))
+        self.largest_batch["streamed"] = max(self.largest_batch["streamed"], streamed)
+        reps = stream_generate_batch(self.model, self.tokenizer, [j.messages for j in batch], self.stop_ids,
+                                     [sink(j) for j in batch], **batch[0].gen_kwargs)
         for j, r in zip(batch, reps, strict=True):
             self._finish(j, r)
 
@@ -268,7 +267,8 @@ def create_app(engine: Engine, api_key: str | None = None):
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": engine.name, "queued": engine.jobs.qsize(), "served": engine.served}
+        return {"status": "ok", "model": engine.name, "queued": engine.jobs.qsize(), "served": engine.served,
+                "largest_batch": engine.largest_batch}
 
     @app.get("/v1/models")
     async def models(request: Request):
