@@ -227,7 +227,7 @@ def export(
     out: str = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/export)."),
     gguf_type: str = typer.Option("q8_0", "--gguf-type", help="GGUF type: f32, f16, bf16, q8_0, or q4_k_m etc."),
     llama_cpp: str = typer.Option(None, "--llama-cpp", envvar="LLAMA_CPP_DIR",
-                                  help="llama.cpp checkout with convert_hf_to_gguf.py (for gguf)."),
+                                  help="llama.cpp checkout with convert_hf_to_gguf.py (for gguf); without one, the converter is fetched once from the llama-cpp-python sdist on PyPI."),
     ct2_quantization: str = typer.Option("int8", "--ct2-quantization", help="int8, int8_float16, float16, float32, none."),
     push_to_hub: str = typer.Option(None, "--push-to-hub", help="Also upload the merged model to this hub repo."),
 ) -> None:
