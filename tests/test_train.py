@@ -360,7 +360,7 @@ def test_two_process_ddp_matches_single_process(built, tmp_path):
     assert not (root / "run" / "train.partial").exists()
 
 
-def _tiny_trainer(tmp_path, overrides: dict, n: int = 8):
+def _tiny_trainer(tmp_path, overrides: dict, n: int = 8, gqa: int | None = None):
     """A trainer on a tiny Llama and chats of uneven length (several examples per packed row)."""
     from datasets import Dataset
 
@@ -378,15 +378,15 @@ def _tiny_trainer(tmp_path, overrides: dict, n: int = 8):
     templates.install(t, tok)
     rows = [encode(tok, c)[:2] for c in chats]
     model = build_tiny_model(TinyModelConfig(hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                                             num_attention_heads=4, vocab_size=300), tok, 0)
+                                             num_attention_heads=4, num_key_value_heads=gqa, vocab_size=300), tok, 0)
     model.config.use_cache = False
     recipe = Recipe(train=TrainConfig(**{"adapter": "lora", "lora_r": 8, "batch_size": 4, "epochs": 1, **overrides}))
     ds = Dataset.from_dict({"input_ids": [r[0] for r in rows], "labels": [r[1] for r in rows]})
     return build_trainer(recipe, model, tok, ds, None, tmp_path)
 
 
-@pytest.mark.parametrize("padding_free", [True, False])
-def test_cpu_loss_path_equals_trl(tmp_path, padding_free):
+@pytest.mark.parametrize("padding_free,gqa", [(True, None), (True, 2), (False, None)])
+def test_cpu_loss_path_equals_trl(tmp_path, padding_free, gqa):
     """On CPU the SFT loss is taken on the trained positions only, with per-example attention in
     padding-free rows: same loss and gradients as TRL's own loss over stock SDPA attention."""
     import torch
@@ -395,7 +395,8 @@ def test_cpu_loss_path_equals_trl(tmp_path, padding_free):
     from mothertongue.training.attention import NAME
     from mothertongue.training.setup import after_training
 
-    trainer = _tiny_trainer(tmp_path, {"padding_free": padding_free, "precision": "fp32"})
+    trainer = _tiny_trainer(tmp_path, {"padding_free": padding_free, "precision": "fp32"}, gqa=gqa)
+    assert trainer.model.get_base_model().config.num_key_value_heads == (gqa or 4)
     model = trainer.model
     assert (model.get_base_model().config._attn_implementation == NAME) == padding_free
     batch = next(iter(trainer.get_train_dataloader()))

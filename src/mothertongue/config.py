@@ -148,6 +148,9 @@ class TinyModelConfig(Strict):
     intermediate_size: int = Field(512, gt=0)
     num_hidden_layers: int = Field(3, gt=0)
     num_attention_heads: int = Field(6, gt=0)
+    num_key_value_heads: int | None = Field(
+        None, gt=0, description="Grouped-query attention: key/value heads (default: one per attention head)."
+    )
     vocab_size: int = Field(1200, ge=300, description="Size of the BPE tokenizer trained on the data.")
     max_position_embeddings: int = Field(512, gt=0)
 
