@@ -253,7 +253,7 @@ def test_kill_at_random_points_then_resume_equals_uninterrupted_run(tiny_marian,
 def test_shards_split_the_work_and_the_final_run_merges_them(tiny_marian, tmp_path):
     from mothertongue.config import load_recipe
     from mothertongue.runs import run_stage
-    from mothertongue.translate import run_shard
+    from mothertongue.translate import dry_run, run_shard
 
     rng = random.Random(5)
     convs = [{"messages": [{"role": "user", "content": f"{sent(rng)} {sent(rng)}"},
@@ -264,6 +264,8 @@ def test_shards_split_the_work_and_the_final_run_merges_them(tiny_marian, tmp_pa
     a, b = run_shard(r, 0, 2), run_shard(r, 1, 2)
     assert a["translated"] > 0 and b["translated"] > 0
     assert a["translated"] + b["translated"] == a["segments"] == b["segments"]
+    plan = dry_run(r, calibrate=0)  # counts what the shards did before they are merged
+    assert "shard memories:" in plan and f"already in memory {a['segments']}; to translate 0" in plan
     out = run_stage(r, "translate", log=lambda m: None)
     report = json.loads((out / "report.json").read_text())
     assert report["segments"]["translated"] == 0 and len(report["merged_shards"]) == 2

@@ -481,10 +481,18 @@ def dry_run(recipe: Recipe, calibrate: int = 16) -> str:
     uniq = set(all_segs)
     segs_by_src = {src: {s for u in plan.units if u.src == src for s in u.doc.segments()} for src, legs in plan.routes.items() if legs}
     mem_path = memory_path(recipe)
-    mem = Memory(mem_path) if mem_path.exists() else None
+    # The main memory and any shard memories the next full run will merge (read here, not merged).
+    shard_paths = sorted(mem_path.parent.glob(mem_path.stem + ".shard*.sqlite"))
+    mems = [Memory(p) for p in ([mem_path] if mem_path.exists() else []) + shard_paths]
+    if shard_paths:
+        lines.append(f"  shard memories: {', '.join(p.name for p in shard_paths)} (merged by the next full run)")
 
     def in_memory(leg, texts) -> dict:
-        return mem.get_many(plan.engines[leg.model].settings_key(t.beam_size), leg.model, leg.src, leg.tgt, texts) if mem else {}
+        key = plan.engines[leg.model].settings_key(t.beam_size)
+        found: dict = {}
+        for m in mems:
+            found.update(m.get_many(key, leg.model, leg.src, leg.tgt, texts))
+        return found
 
     # Pivoted routes translate twice: the first leg's (pivot-language) outputs go through the
     # second leg too. Outputs the first leg has not made yet count one each (an upper bound).
@@ -498,8 +506,8 @@ def dry_run(recipe: Recipe, calibrate: int = 16) -> str:
                 mids = {tgt for tgt, _st in got.values()}
                 second += len(mids) - len(in_memory(legs[1], mids)) + len(segs) - len(got)
     finally:
-        if mem is not None:
-            mem.close()
+        for m in mems:
+            m.close()
     todo = len(uniq) - known
     lines.append(
         f"  segments: {len(all_segs)}; distinct {len(uniq)} (memory saves {len(all_segs) - len(uniq)} repeats); already in memory {known}; to translate {todo}"
