@@ -298,7 +298,8 @@ def build_trainer(recipe: Recipe, model, tokenizer, train_ds, eval_ds, out: Path
         import torch
 
         model.to(torch.bfloat16)
-    if getattr(args, "padding_free", False) and not getattr(args, "packing", False) and not _cuda():
+    packed = getattr(args, "packing", False) and getattr(args, "packing_strategy", "") in ("bfd", "bfd_split")
+    if (getattr(args, "padding_free", False) or packed) and not _cuda():
         from mothertongue.training import attention
 
         attention.use_varlen(model)  # no block-diagonal attention over the whole packed row
