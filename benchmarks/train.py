@@ -149,6 +149,7 @@ def one_run(which: str, n: int, out_dir: Path) -> dict:
         trainer.args.report_to = []
         precision = "bf16" if trainer.args.bf16 else "fp32"
     peak = matmul_peak(precision)
+    mem_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # setup: data, tokenizer, model
     t0 = time.perf_counter()
     trainer.train()
     elapsed = time.perf_counter() - t0
@@ -179,6 +180,7 @@ def one_run(which: str, n: int, out_dir: Path) -> dict:
         "matmul_peak_gflops": round(peak, 1),
         "mfu": round(flops / elapsed / (peak * 1e9), 3),
         "peak_mem_mib": round(mem),
+        "mem_before_train_mib": round(mem_before) if not torch.cuda.is_available() else None,
         "final_train_loss": round(losses[-1], 3) if losses else None,
         "dev_loss": round(dev_loss(model, dev_rows), 3),
     }
