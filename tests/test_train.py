@@ -385,8 +385,10 @@ def _tiny_trainer(tmp_path, overrides: dict, n: int = 8, gqa: int | None = None)
     return build_trainer(recipe, model, tok, ds, None, tmp_path)
 
 
-@pytest.mark.parametrize("batching,gqa", [("padding_free", None), ("padding_free", 2), ("packing", None), ("padded", None)])
-def test_cpu_loss_path_equals_trl(tmp_path, batching, gqa):
+@pytest.mark.parametrize("batching,gqa,adapter", [("padding_free", None, "lora"), ("padding_free", 2, "lora"),
+                                                   ("packing", None, "lora"), ("padded", None, "lora"),
+                                                   ("padding_free", None, "full")])
+def test_cpu_loss_path_equals_trl(tmp_path, batching, gqa, adapter):
     """On CPU the SFT loss is taken on the trained positions only, with per-example attention in
     padding-free rows: same loss and gradients as TRL's own loss over stock SDPA attention."""
     import torch
@@ -397,10 +399,11 @@ def test_cpu_loss_path_equals_trl(tmp_path, batching, gqa):
 
     padding_free = batching != "padded"
     trainer = _tiny_trainer(tmp_path, {"padding_free": padding_free, "packing": batching == "packing",
-                                       "precision": "fp32"}, gqa=gqa)
-    assert trainer.model.get_base_model().config.num_key_value_heads == (gqa or 4)
+                                       "precision": "fp32", "adapter": adapter}, gqa=gqa)
+    base = trainer.model.get_base_model() if adapter == "lora" else trainer.model
+    assert base.config.num_key_value_heads == (gqa or 4)
     model = trainer.model
-    assert (model.get_base_model().config._attn_implementation == NAME) == padding_free
+    assert (base.config._attn_implementation == NAME) == padding_free
     batch = next(iter(trainer.get_train_dataloader()))
     if padding_free:  # one row holding several examples (4, or however many a pack holds)
         assert batch["input_ids"].shape[0] == 1 and len(batch["cu_seq_lens_q"]) >= 3
