@@ -249,7 +249,10 @@ def test_gguf_q8_0_mostly_agrees(lora_run, gguf_exported, llama_cpp_dir, tmp_pat
     assert "Q8_0" in {t.tensor_type.name for t in gguf.GGUFReader(rep["path"]).tensors}
     assert rep["bytes"] < 0.6 * Path(out / "model-f16.gguf").stat().st_size
     # 8-bit weights may flip a near-tie token; the replies stay real and mostly identical.
-    assert len(rep["export"]) == len(prompts) == 10 and all(rep["export"])
+    # (The 2-epoch tiny LoRA model itself answers some prompts with an empty reply: the GGUF must
+    # not lose the replies the merged model gives, beyond the near-tie flips allowed below.)
+    assert len(rep["export"]) == len(rep["tuned"]) == len(prompts) == 10 and any(rep["export"])
+    assert sum(1 for t, e in zip(rep["tuned"], rep["export"]) if t and not e) <= 2, rep
     assert rep["prompts_matching"] >= len(prompts) - 2 and rep["token_agreement"] >= 0.9, rep
     # Not vacuous: what Transformers loaded are the 8-bit weights, not the merged model's.
     tok = AutoTokenizer.from_pretrained(out / "merged")
