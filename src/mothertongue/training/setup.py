@@ -8,6 +8,7 @@ only orchestrates. The training loop itself is TRL's (SFTTrainer, DPOTrainer, OR
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -151,6 +152,7 @@ def make_args(recipe: Recipe, out: Path, has_eval: bool, hidden_size: int | None
 LOSS_CHUNK_TOKENS = 256
 
 
+@functools.cache
 def _fused_head_loss_fn():
     """An autograd function for `sum(cross_entropy(hidden @ weight.T + bias, target))` that never
     holds the `[positions, vocab]` logits for more than LOSS_CHUNK_TOKENS positions at a time.
