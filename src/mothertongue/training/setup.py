@@ -376,6 +376,9 @@ def build_trainer(recipe: Recipe, model, tokenizer, train_ds, eval_ds, out: Path
         # two copies per adapted layer, the bf16 one kept for backward next to the base layer's
         # own. Under autocast the input can go in as it is (restored by `after_training`).
         _set_adapter_input_casting(trainer.model, False)
+        from mothertongue.training import lora_cpu
+
+        lora_cpu.use_fused(trainer.model)  # each adapted layer in one step (see lora_cpu)
     return trainer
 
 
@@ -411,7 +414,8 @@ def _set_adapter_input_casting(model, enabled: bool) -> None:
 
 def after_training(model) -> None:
     """Undo the training-only speed settings before the model is saved, evaluated or chatted with."""
-    from mothertongue.training import attention
+    from mothertongue.training import attention, lora_cpu
 
     attention.restore(model)
+    lora_cpu.restore(model)
     _set_adapter_input_casting(model, True)
