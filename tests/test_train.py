@@ -385,26 +385,17 @@ def _tiny_trainer(tmp_path, overrides: dict, n: int = 8, gqa: int | None = None)
     return build_trainer(recipe, model, tok, ds, None, tmp_path)
 
 
-@pytest.mark.parametrize("batching,gqa,adapter,short", [("padding_free", None, "lora", None),
-                                                         ("padding_free", 2, "lora", None),
-                                                         ("padding_free", 2, "lora", 42),
-                                                         ("packing", None, "lora", 42),
-                                                         ("padded", None, "lora", None),
-                                                         ("padding_free", None, "full", None)])
-def test_cpu_loss_path_equals_trl(tmp_path, monkeypatch, batching, gqa, adapter, short):
+@pytest.mark.parametrize("batching,gqa,adapter", [("padding_free", None, "lora"), ("padding_free", 2, "lora"),
+                                                   ("packing", None, "lora"), ("padded", None, "lora"),
+                                                   ("padding_free", None, "full")])
+def test_cpu_loss_path_equals_trl(tmp_path, batching, gqa, adapter):
     """On CPU the SFT loss is taken on the trained positions only, with per-example attention in
-    padding-free rows: same loss and gradients as TRL's own loss over stock SDPA attention.
-    short=42: examples up to 42 tokens take the eager path, longer ones SDPA's kernel (the default
-    threshold puts all of these tiny examples on the eager path)."""
+    padding-free rows: same loss and gradients as TRL's own loss over stock SDPA attention."""
     import torch
     import trl
 
-    from mothertongue.training import attention
     from mothertongue.training.attention import NAME
     from mothertongue.training.setup import after_training
-
-    if short is not None:
-        monkeypatch.setattr(attention, "SHORT", short)
 
     padding_free = batching != "padded"
     trainer = _tiny_trainer(tmp_path, {"padding_free": padding_free, "packing": batching == "packing",
@@ -416,8 +407,6 @@ def test_cpu_loss_path_equals_trl(tmp_path, monkeypatch, batching, gqa, adapter,
     batch = next(iter(trainer.get_train_dataloader()))
     if padding_free:  # one row holding several examples (4, or however many a pack holds)
         assert batch["input_ids"].shape[0] == 1 and len(batch["cu_seq_lens_q"]) >= 3
-        lengths = batch["cu_seq_lens_q"].diff()
-        assert short is None or (lengths.min() <= short < lengths.max()), lengths  # both paths taken
     model.train()
 
     def loss_and_grads(compute):
@@ -478,6 +467,48 @@ def test_lora_bf16_on_cpu_keeps_frozen_base_in_bf16(tmp_path):
     rounding, adapter = (got - want).abs().max().item(), (untuned - want).abs().max().item()
     assert rounding < 0.25 and rounding < adapter / 4, (rounding, adapter)
     assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 2)])
+def test_varlen_attention_in_bf16_matches_float32(monkeypatch, heads, kv_heads):
+    """Per-example attention over a padding-free row in bf16, short examples through the eager path
+    and long ones through SDPA's kernel: output and q/k/v gradients equal float32 attention computed
+    example by example, up to bf16 rounding; no position attends across an example boundary."""
+    import torch
+    import torch.nn.functional as F
+
+    from mothertongue.training import attention
+
+    monkeypatch.setattr(attention, "SHORT", 40)
+    lengths = [7, 40, 41, 90, 1, 33]  # both sides of the threshold, and a one-token example
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    torch.manual_seed(0)
+    q32 = torch.randn(1, heads, int(cu[-1]), 16)
+    k32, v32 = torch.randn(2, 1, kv_heads, int(cu[-1]), 16).unbind(0)
+    dout = torch.randn(1, int(cu[-1]), heads, 16)
+
+    def run(q, k, v, fn):
+        q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+        out = fn(q, k, v)
+        out.float().backward(dout)
+        return [t.float() for t in (out, q.grad, k.grad, v.grad)]
+
+    def reference(q, k, v):  # float32, one example at a time, stock SDPA
+        parts = [F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], is_causal=True,
+                                                enable_gqa=heads != kv_heads)
+                 for a, b in zip(cu.tolist(), cu[1:].tolist())]
+        return torch.cat(parts, dim=2).transpose(1, 2)
+
+    ours = run(q32.bfloat16(), k32.bfloat16(), v32.bfloat16(),
+               lambda q, k, v: attention.sdpa_varlen(None, q, k, v, None, cu_seq_lens_q=cu)[0])
+    want = run(q32, k32, v32, reference)
+    for name, got, exp in zip(("out", "dq", "dk", "dv"), ours, want):
+        assert (got - exp).abs().max() <= 0.03 * exp.abs().max(), name
+    # Changing a later example leaves every earlier example's output untouched.
+    k2 = k32.clone()
+    k2[:, :, int(cu[3]):] += 1
+    again = attention.sdpa_varlen(None, q32.bfloat16(), k2.bfloat16(), v32.bfloat16(), None, cu_seq_lens_q=cu)[0]
+    assert torch.equal(again[:, :int(cu[3])].float(), ours[0][:, :int(cu[3])])
 
 
 def test_fused_lora_on_cpu_equals_peft(tmp_path):
