@@ -11,7 +11,11 @@ linear layers) for one epoch on the same synthetic chat data with a skewed lengt
   ours       `mothertongue train` defaults for the hardware found: bf16 autocast where the CPU/GPU
              has native bf16, padding-free batches of 4, loss on assistant tokens only
 
-Each run is its own subprocess so peak memory (max RSS, or CUDA peak) is its own. Printed: real
+Each run is its own subprocess so peak memory (max RSS, or CUDA peak) is its own. The two setups
+alternate for --rounds rounds (default 2) and each is judged by its fastest run: a shared machine's
+speed drifts over minutes (the same 2048^2 bf16 matmul measured 410 and 210 GFLOP/s ten minutes
+apart here), and contention only ever slows a run down. Printed: every run, then the ratio of the
+best runs and of each round's pair. Per run: real
 (non-padding) tokens/s, model-FLOPs utilisation against a matrix-multiply peak measured in the same
 run for the precision used, peak memory, last training loss and a dev loss both runs share
 (assistant tokens of 16 held-out examples, evaluated in fp32), and the speed ratio.
@@ -189,6 +193,7 @@ def one_run(which: str, n: int, out_dir: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--examples", type=int, default=96)
+    ap.add_argument("--rounds", type=int, default=2, help="reference/ours pairs to run, alternating")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--one", choices=["reference", "ours"], help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=Path("/tmp/mt_bench_train"))
@@ -198,24 +203,31 @@ def main() -> None:
         print("RESULT " + json.dumps(one_run(a.one, a.examples, a.out)))
         return
     results = []
-    for which in ("reference", "ours"):
-        r = subprocess.run([sys.executable, __file__, "--one", which, "--examples", str(a.examples), "--out", str(a.out)],
-                           capture_output=True, text=True)
-        line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
-        if r.returncode or not line:
-            sys.exit(f"{which} run failed:\n{r.stderr[-3000:]}")
-        results.append(json.loads(line[0][7:]))
-    ref, ours = results
-    cols = ["run", "precision", "tokens_per_s", "mfu", "matmul_peak_gflops", "peak_mem_mib", "final_train_loss", "dev_loss", "seconds"]
+    for round_no in range(1, a.rounds + 1):
+        for which in ("reference", "ours"):
+            r = subprocess.run([sys.executable, __file__, "--one", which, "--examples", str(a.examples),
+                                "--out", str(a.out)], capture_output=True, text=True)
+            line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
+            if r.returncode or not line:
+                sys.exit(f"{which} run failed:\n{r.stderr[-3000:]}")
+            results.append({"round": round_no, **json.loads(line[0][7:])})
+    cols = ["round", "run", "precision", "tokens_per_s", "mfu", "matmul_peak_gflops", "peak_mem_mib",
+            "final_train_loss", "dev_loss", "seconds"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in results:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    best = {w: max((r for r in results if r["run"] == w), key=lambda r: r["tokens_per_s"]) for w in ("reference", "ours")}
+    ref, ours = best["reference"], best["ours"]
     ratio = ours["tokens_per_s"] / ref["tokens_per_s"]
+    pairs = [o["tokens_per_s"] / f["tokens_per_s"] for f, o in zip(results[::2], results[1::2])]
+    mem = max(r["peak_mem_mib"] for r in results if r["run"] == "ours") / min(
+        r["peak_mem_mib"] for r in results if r["run"] == "reference")
     print(f"\n{ref['params_M']}M params, {ref['examples']} examples, {ref['real_tokens']} real tokens per run; "
-          f"speed-up {ratio:.2f}x, peak memory {ours['peak_mem_mib'] / ref['peak_mem_mib']:.2f}x of the reference")
+          f"speed-up {ratio:.2f}x (best run against best run; per round: "
+          f"{', '.join(f'{p:.2f}x' for p in pairs)}), peak memory at most {mem:.2f}x of the reference's lowest")
     if a.json:
-        a.json.write_text(json.dumps({"results": results, "ratio": ratio}, indent=2))
+        a.json.write_text(json.dumps({"results": results, "ratio": ratio, "round_ratios": pairs}, indent=2))
 
 
 if __name__ == "__main__":
