@@ -70,6 +70,12 @@ def memory_path(recipe: Recipe) -> Path:
     return recipe.resolve_path(t.memory) if t.memory else Path(recipe.run_dir) / "translate-memory.sqlite"
 
 
+def shard_memory_paths(recipe: Recipe) -> list[Path]:
+    """The `--shard` workers' memory files beside the main memory, which the next full run merges."""
+    main = memory_path(recipe)
+    return sorted(main.parent.glob(main.stem + ".shard*.sqlite"))
+
+
 # ---------------------------------------------------------------------------- planning
 def _read_input(run: RunDir) -> tuple[dict[str, list[Conversation]], list[PreferencePair]]:
     d = run.require("ingest", "translate")
@@ -411,9 +417,8 @@ def _write(plan, out, new_text, flags, pair_counts, passthrough, pivoted, guesse
 
 # ---------------------------------------------------------------------- entry points
 def _merge_shards(memory, recipe: Recipe) -> list[str]:
-    main = memory_path(recipe)
     merged = []
-    for p in sorted(main.parent.glob(main.stem + ".shard*.sqlite")):
+    for p in shard_memory_paths(recipe):
         memory.merge_from(p)
         merged.append(p.name)
     return merged
@@ -482,7 +487,7 @@ def dry_run(recipe: Recipe, calibrate: int = 16) -> str:
     segs_by_src = {src: {s for u in plan.units if u.src == src for s in u.doc.segments()} for src, legs in plan.routes.items() if legs}
     mem_path = memory_path(recipe)
     # The main memory and any shard memories the next full run will merge (read here, not merged).
-    shard_paths = sorted(mem_path.parent.glob(mem_path.stem + ".shard*.sqlite"))
+    shard_paths = shard_memory_paths(recipe)
     mems = [Memory(p) for p in ([mem_path] if mem_path.exists() else []) + shard_paths]
     if shard_paths:
         lines.append(f"  shard memories: {', '.join(p.name for p in shard_paths)} (merged by the next full run)")
