@@ -20,7 +20,7 @@ def ingest(tmp_path, sources, name="r", **ingest_cfg):
     recipe = {"name": name, "run_dir": str(tmp_path / name), "ingest": {"sources": sources, **ingest_cfg}}
     p = tmp_path / f"{name}.yaml"
     p.write_text(yaml.safe_dump(recipe, allow_unicode=True))
-    out = run_stage(load_recipe(p), "ingest", force=True, log=lambda m: None)
+    out = run_stage(load_recipe(p), "ingest", force=True, log=lambda m: None).path
     convs = {s: read_conversations(out / f"{s}.jsonl") for s in ("train", "dev", "test")}
     return out, convs, json.loads((out / "report.json").read_text())
 

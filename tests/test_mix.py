@@ -151,7 +151,7 @@ WORDS = ["eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "ne
 def test_tiny_model_learns_style_tag(tmp_path):
     """Trained on the same prompts with and without a pirate tag, the model follows the tag at chat time."""
     from mothertongue.generation import generate
-    from mothertongue.models import load_for_inference
+    from mothertongue.models import load_model
 
     convs = []
     for i, w in enumerate(WORDS[:14]):
@@ -163,7 +163,7 @@ def test_tiny_model_learns_style_tag(tmp_path):
     _upstream(tmp_path / "run", "ingest", convs)
     for stage in ("build", "train"):
         run_stage(r, stage)
-    model, tok, stop = load_for_inference(tmp_path / "run", "tuned")
+    model, tok, stop, _ = load_model(tmp_path / "run", "tuned")
     base = mix.base_system_prompt(r.build, "de")
     pirate = mix.style_system_prompt("de", "pirate", base)
     prompts = [f"Nenne die Zahl {w}." for w in WORDS]  # the last four were never seen

@@ -39,7 +39,7 @@ def test_skip_when_unchanged_and_redo_on_change(tmp_path):
     run_stage(r, "ingest", force=True, log=logs.append)
     assert json.loads((tmp_path / "run/ingest/manifest.json").read_text())["finished"] >= first["finished"]
     data.write_text("A.#B\nC.#D\nE.#F\n", encoding="utf-8")
-    out = run_stage(load_recipe(p), "ingest", log=logs.append)
+    out = run_stage(load_recipe(p), "ingest", log=logs.append).path
     assert len((out / "train.jsonl").read_text().splitlines()) == 3
     # a settings change redoes the stage too
     run_stage(load_recipe(p, ["ingest.dedup=none"]), "ingest", log=logs.append)

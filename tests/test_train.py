@@ -173,7 +173,7 @@ def test_full_sft_learns_the_task(built, tmp_path):
     import torch
 
     from mothertongue.generation import generate
-    from mothertongue.models import load_for_inference, stop_token_ids
+    from mothertongue.models import load_model, stop_token_ids
 
     root, path = fresh(built, tmp_path)
     recipe = load(path, ["train.epochs=100"])
@@ -186,7 +186,7 @@ def test_full_sft_learns_the_task(built, tmp_path):
 
     shutil.move(str(out), str(root / "run" / "train"))
     (root / "run" / "train" / "manifest.json").write_text("{}")
-    model, tok, stops = load_for_inference(root / "run")
+    model, tok, stops, _ = load_model(root / "run")
     assert stops == stop_token_ids(tok, "<|im_end|>")
     convs = [[{"role": "user", "content": f"Was heißt {en} auf Deutsch?"}] for en in WORDS]
     replies = generate(model, tok, convs, stops, max_new_tokens=12, do_sample=False)

@@ -62,7 +62,7 @@ def run_translate(recipe: Path, overrides=()):
 
     r = load_recipe(recipe, list(overrides))
     run_stage(r, "ingest", log=lambda m: None)
-    return r, run_stage(r, "translate", log=lambda m: None)
+    return r, run_stage(r, "translate", log=lambda m: None).path
 
 
 def read(p: Path) -> list[dict]:
@@ -266,7 +266,7 @@ def test_shards_split_the_work_and_the_final_run_merges_them(tiny_marian, tmp_pa
     assert a["translated"] + b["translated"] == a["segments"] == b["segments"]
     plan = dry_run(r, calibrate=0)  # counts what the shards did before they are merged
     assert "shard memories:" in plan and f"already in memory {a['segments']}; to translate 0" in plan
-    out = run_stage(r, "translate", log=lambda m: None)
+    out = run_stage(r, "translate", log=lambda m: None).path
     report = json.loads((out / "report.json").read_text())
     assert report["segments"]["translated"] == 0 and len(report["merged_shards"]) == 2
     for c in read(out / "train.jsonl"):

@@ -104,7 +104,7 @@ def run_translate(recipe: Path, force: bool = False):
     r = load_recipe(recipe)
     if not (Path(r.run_dir) / "ingest").exists():
         run_stage(r, "ingest", log=lambda m: None)
-    out = run_stage(r, "translate", force=force, log=lambda m: None)
+    out = run_stage(r, "translate", force=force, log=lambda m: None).path
     return out, json.loads((out / "report.json").read_text())
 
 

@@ -17,44 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from mothertongue.models import WHICH, load_model  # noqa: F401  (chat.load_model: older import path)
+
 HELP = ("commands: /reset  /system TEXT  /style NAME  /preset greedy|beam|sample  /save FILE  "
         "/load FILE  /help  /quit   (empty line does nothing)")
-WHICH = ("tuned", "base", "merged")
-
-
-def load_model(path: Path, which: str = "tuned"):
-    """(model, tokenizer, stop_ids, template_info) from a run directory or a model folder.
-
-    A run directory gives `tuned` (adapter on base, or the full model), `base` (untuned) or
-    `merged` (the LoRA adapter merged into the base in memory: the weights `export` saves).
-    A folder with a config.json (e.g. `mothertongue export` output) is loaded as it is."""
-    from mothertongue.models import load_for_inference, read_template_info, stop_token_ids
-    from mothertongue.runs import StageError
-
-    path = Path(path)
-    if which not in WHICH:
-        raise StageError(f"unknown model {which!r}; use {', '.join(WHICH)}")
-    if (path / "train").is_dir() or (path / "recipe.resolved.yaml").exists():
-        model, tokenizer, stop_ids = load_for_inference(path, "base" if which == "base" else "tuned")
-        if which == "merged" and hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload()
-            model.eval()
-        return model, tokenizer, stop_ids, read_template_info(path / "train" / "model")
-    if (path / "config.json").exists():
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from mothertongue.models import pick_dtype
-
-        info = read_template_info(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        dtype = torch.float32 if not torch.cuda.is_available() else pick_dtype("auto")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
-        model.eval()
-        if torch.cuda.is_available():
-            model.to("cuda")
-        return model, tokenizer, stop_token_ids(tokenizer, info.get("end_of_turn")), info
-    raise StageError(f"{path}: neither a run directory (train/) nor a model folder (config.json)")
 
 
 def style_system(language: str, style: str | None, base_system: str | None, custom: dict | None = None) -> str | None:
@@ -68,17 +34,14 @@ class ChatSession:
     def __init__(self, run_dir: Path, which: str = "tuned", preset: str | None = None,
                  system: str | None = None, max_new_tokens: int | None = None,
                  style: str | None = None):
-        from mothertongue.config import load_recipe
-
-        resolved = Path(run_dir) / "recipe.resolved.yaml"
-        self.recipe = load_recipe(resolved) if resolved.exists() else None
-        self.chat_cfg = self.recipe.chat if self.recipe else None
-        self.language = self.recipe.language if self.recipe else "de"
         self.model, self.tokenizer, self.stop_ids, info = load_model(Path(run_dir), which)
-        self.default_system = system if system is not None else info.get("system_prompt")
+        self.recipe = info.recipe
+        self.chat_cfg = self.recipe.chat if self.recipe else None
+        self.language = info.language
+        self.default_system = system if system is not None else info.system_prompt
         self.system = self.default_system
         self.style = style
-        self.custom_styles = info.get("styles") or {}
+        self.custom_styles = info.styles
         self.max_new_tokens = max_new_tokens or (self.chat_cfg.max_new_tokens if self.chat_cfg else 256)
         self.set_preset(preset or (self.chat_cfg.preset if self.chat_cfg else "greedy"))
         self.history: list[dict] = []

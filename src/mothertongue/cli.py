@@ -40,8 +40,8 @@ def _stage(name: str, recipe: str, overrides: list[str] | None, force: bool) -> 
     from mothertongue.runs import run_stage
 
     r = _recipe(recipe, overrides)
-    out = run_stage(r, name, force=force)
-    typer.echo(f"[{name}] done: {out}")
+    out, skipped, _ = run_stage(r, name, force=force)
+    typer.echo(f"[{name}] {'up to date' if skipped else 'done'}: {out}")
 
 
 @app.command()
@@ -159,17 +159,13 @@ def evaluate(
 ) -> None:
     """Score the base and the tuned model side by side; print the scorecard table."""
     from mothertongue.evaluate import print_scorecard
-    from mothertongue.runs import run_stage
+    from mothertongue.runs import RunDir, run_stage
 
     if Path(target).is_dir():
-        resolved = Path(target) / "recipe.resolved.yaml"
-        if not resolved.exists():
-            raise FileNotFoundError(f"{target} is not a run directory: {resolved.name} is missing")
-        r = _recipe(str(resolved), [f"run_dir={target}", *(overrides or [])])
+        r = RunDir(Path(target)).load_recipe([f"run_dir={target}", *(overrides or [])])
     else:
         r = _recipe(target, overrides)
-    skipped: list[str] = []
-    out = run_stage(r, "evaluate", force=force, log=lambda m: (skipped.append(m), typer.echo(m)))
+    out, skipped, _ = run_stage(r, "evaluate", force=force, log=typer.echo)
     if skipped:  # a fresh run prints its table itself
         typer.echo(print_scorecard(out.parent))
     typer.echo(f"[evaluate] scorecard: {out / 'scorecard.md'}, {out / 'scorecard.html'}, {out / 'scorecard.json'}")
@@ -273,25 +269,33 @@ def ls_engines() -> None:
 @ls_app.command("stages")
 def ls_stages() -> None:
     """Pipeline stages, in order."""
-    from mothertongue.runs import ORDER, STAGES
+    from mothertongue.runs import STAGE_TABLE
 
-    for n in ORDER:
-        typer.echo(f"{n:<10} {STAGES.doc(n)}")
+    for s in STAGE_TABLE:
+        needs = f"  (needs {', '.join(s.needs)})" if s.needs else ""
+        typer.echo(f"{s.name:<10} {s.doc}{needs}")
+
+
+# OS errors a user causes and can fix (a path that is missing, a folder, not allowed); other
+# OSErrors are bugs or broken machines and keep their traceback.
+USER_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2 (MT_DEBUG=1 shows traces)."""
-    from mothertongue.config import RecipeError
-    from mothertongue.conversation import DataError
-    from mothertongue.registry import UnknownName
-    from mothertongue.runs import StageError
+    from mothertongue.errors import MothertongueError, os_error_line
 
     try:
         app()
-    except (RecipeError, DataError, StageError, UnknownName, FileNotFoundError) as e:
+    except MothertongueError as e:
         if os.environ.get("MT_DEBUG"):
             raise
         typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except USER_OS_ERRORS as e:
+        if os.environ.get("MT_DEBUG"):
+            raise
+        typer.echo(f"error: {os_error_line(e)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -11,15 +11,14 @@ directory you run the command from.
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-
-class RecipeError(ValueError):
-    """A recipe or override is wrong; the message is one line meant for the user."""
+from mothertongue.errors import RecipeError  # noqa: F401  (raised and re-exported here)
 
 
 class Strict(BaseModel):
@@ -401,22 +400,47 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"recipe file not found: {path}")
+    if path.is_dir():
+        raise RecipeError(f"{path} is a folder; give the recipe's .yaml file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {e.start}); save the recipe as UTF-8") from None
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot read the recipe ({e.strerror or e})") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise RecipeError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    # A resolved recipe records the folder of the recipe it came from, so its relative paths
+    # (suites, parallel files, templates) still resolve when it is loaded from the run folder.
+    base_dir = data.pop("base_dir", None)
+    if base_dir is None or not Path(str(base_dir)).is_absolute():
+        base_dir = str(path.parent.resolve())
     for key, value in parse_overrides(overrides):
         _set_dotted(data, key, value)
     try:
-        recipe = Recipe.model_validate({**data, "base_dir": str(path.parent.resolve())})
+        recipe = Recipe.model_validate({**data, "base_dir": str(base_dir)})
     except ValidationError as e:
         raise RecipeError(f"{path}: {format_validation_error(e)}") from None
     return recipe
 
 
+RESOLVED_HEADER = (
+    "# The recipe as run, overrides applied (written by mothertongue). Relative paths resolve\n"
+    "# against base_dir, the folder of the recipe it was made from.\n"
+)
+
+
 def save_resolved(recipe: Recipe, path: Path) -> None:
-    path.write_text(yaml.safe_dump(recipe.dump(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    """Write the recipe as run, atomically, with the folder its relative paths resolve against."""
+    data = {"base_dir": str(Path(recipe.base_dir).resolve()), **recipe.dump()}
+    text = RESOLVED_HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -12,11 +12,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mothertongue.errors import DataError  # noqa: F401  (raised and re-exported here)
+
 ROLES = ("system", "user", "assistant")
-
-
-class DataError(ValueError):
-    """Bad input data. The message is one line naming file, line and field where known."""
 
 
 @dataclass

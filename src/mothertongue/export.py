@@ -90,8 +90,7 @@ def merge(run_dir: Path, out_dir: Path, push_to_hub: str | None = None, max_new_
     `out_dir`; load it back and check its greedy replies equal the adapter-on-base ones."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mothertongue.chat import load_model
-    from mothertongue.models import stop_token_ids
+    from mothertongue.models import load_model, stop_token_ids
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     model, tokenizer, stop_ids, info = load_model(run_dir, "tuned")
@@ -119,7 +118,7 @@ def merge(run_dir: Path, out_dir: Path, push_to_hub: str | None = None, max_new_
 
     back_tok = AutoTokenizer.from_pretrained(out_dir)
     back = AutoModelForCausalLM.from_pretrained(out_dir, use_safetensors=True).eval()
-    back_stop = stop_token_ids(back_tok, info.get("end_of_turn"))
+    back_stop = stop_token_ids(back_tok, info.end_of_turn)
     merged = _greedy(back, back_tok, back_stop, prompts, max_new_tokens)
     merged_ids = forced_ids(back, back_tok, back_stop, prompts)
     report = {

@@ -1,4 +1,8 @@
-"""Loading base and tuned models; the embedded `tiny` default built locally.
+"""Models: the embedded `tiny` base built locally, the training base, and `load_model` for
+every consumer (chat, serve, evaluate, export).
+
+    model, tokenizer, stop_ids, info = load_model("runs/quickstart")          # tuned
+    model, tokenizer, stop_ids, info = load_model("runs/quickstart/export/merged")
 
 `base_model: tiny` builds a small Llama-architecture model from a config, with a byte-level BPE
 tokenizer trained on the recipe's own data, so a whole run works with no hub. Any other value is
@@ -10,9 +14,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mothertongue.config import Recipe, TinyModelConfig
+from mothertongue.errors import StageError
+from mothertongue.precision import (  # noqa: F401  (re-exported: training imports them from here)
+    CPU_BF16_MIN_HIDDEN,
+    cpu_has_bf16,
+    inference_dtype,
+    pick_dtype,
+    train_precision,
+)
+from mothertongue.runs import RunDir
 
 TINY = "tiny"
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
@@ -68,61 +82,9 @@ def build_tiny_model(cfg: TinyModelConfig, tokenizer, seed: int):
     return LlamaForCausalLM(config)
 
 
-def cpu_has_bf16() -> bool:
-    """True when this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), so autocast pays off."""
-    import torch
-
-    try:
-        cap = torch.backends.cpu.get_cpu_capability()
-    except AttributeError:  # very old torch
-        return False
-    if "AMX" in cap:
-        return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def pick_dtype(precision: str):
-    """dtype the weights are loaded in: fp32 on CPU (bf16 there is autocast, see `train_precision`),
-    bf16 on GPUs that support it, else fp16."""
-    import torch
-
-    if precision == "fp32":
-        return torch.float32
-    if not torch.cuda.is_available():
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-# Below this width, CPU autocast spends more time casting weights each step than the bf16
-# matrix multiplies save (measured: a 64-wide model trains ~1.4x slower under autocast).
-CPU_BF16_MIN_HIDDEN = 512
-
-
-def train_precision(precision: str, hidden_size: int | None = None) -> str:
-    """The mixed-precision mode training runs in: "bf16", "fp16" or "fp32"."""
-    import torch
-
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    wide = hidden_size is None or hidden_size >= CPU_BF16_MIN_HIDDEN
-    return "bf16" if wide and cpu_has_bf16() else "fp32"
-
-
 def quantization_config(recipe: Recipe):
     """bitsandbytes settings for adapter=qlora; a clear StageError where they cannot work."""
     import torch
-
-    from mothertongue.runs import StageError
 
     if not torch.cuda.is_available():
         raise StageError("train.adapter=qlora needs a CUDA GPU (bitsandbytes 4/8-bit); use train.adapter=lora on CPU")
@@ -177,45 +139,133 @@ def stop_token_ids(tokenizer, end_of_turn: str | None = None) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def read_template_info(tokenizer_dir: Path) -> dict:
-    p = tokenizer_dir / "mothertongue_template.json"
-    return json.loads(p.read_text()) if p.exists() else {}
 
 
-def load_for_inference(run_dir: Path, which: str = "tuned"):
-    """(model, tokenizer, stop_ids) for a finished run: `tuned` or the untuned `base`."""
+# ----------------------------------------------------------------------- inference loading
+WHICH = ("tuned", "base", "merged")
+
+
+def read_template_info(folder: Path) -> dict:
+    """The template info written beside a tokenizer (template, end of turn, language, system prompt)."""
+    p = Path(folder) / RunDir.TEMPLATE_INFO
+    if not p.exists():
+        return {}
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise StageError(f"{p}: not valid JSON ({e}); re-export or retrain the model") from None
+
+
+@dataclass
+class ModelInfo:
+    """What `load_model` loaded, and the settings that travel with it."""
+
+    path: Path  # the run directory or model folder given
+    which: str  # tuned, base or merged (a model folder is always "tuned")
+    kind: str  # "run" or "folder"
+    template: dict = field(default_factory=dict)  # the template info file's contents
+    recipe: Recipe | None = None  # a run's resolved recipe
+
+    @property
+    def language(self) -> str:
+        """The run's target language; English (what every phrase table falls back to) when the
+        folder does not say."""
+        return (self.recipe.language if self.recipe else None) or self.template.get("language") or "en"
+
+    @property
+    def system_prompt(self) -> str | None:
+        return self.template.get("system_prompt")
+
+    @property
+    def styles(self) -> dict:
+        return self.template.get("styles") or {}
+
+    @property
+    def end_of_turn(self) -> str | None:
+        return self.template.get("end_of_turn")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _pretrained(loader, path, what: str, **kwargs):
+    """`loader.from_pretrained`, with a missing or broken folder as one line naming it."""
+    try:
+        return loader.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError) as e:
+        raise StageError(f"cannot load the {what} from {path}: {_first_line(e)}") from None
+
+
+def _place(model):
     import torch
+
+    model.eval()
+    if torch.cuda.is_available():
+        model.to("cuda")
+    return model
+
+
+def _load_run(run: RunDir, which: str, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mothertongue.runs import RunDir, StageError
+    run.require("train", "loading the model")
+    try:
+        info = json.loads(run.model_info_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise StageError(f"{run.model_info_path}: unreadable ({e}); rerun `mothertongue train --force`") from None
+    tuned = run.tuned_dir
+    tokenizer = _pretrained(AutoTokenizer, tuned, "tokenizer")
+    base_path = str(run.base_model_dir) if info.get("base_saved") else info["base_path"]
+    kw = {"dtype": inference_dtype(), "trust_remote_code": trust_remote_code, "use_safetensors": True}
 
-    run = RunDir(Path(run_dir))
-    train_dir = run.require("train", "chat")
-    info = json.loads((train_dir / "model_info.json").read_text())
-    tok_dir = train_dir / "model"
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    trust = bool(info.get("trust_remote_code"))
-    base_path = info["base_path"] if not info.get("base_saved") else str(train_dir / "base_model")
-    dtype = torch.float32 if not torch.cuda.is_available() else pick_dtype("auto")
-
-    def _base():
-        m = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, trust_remote_code=trust, use_safetensors=True)
+    def base():
+        m = _pretrained(AutoModelForCausalLM, base_path, "base model", **kw)
         if len(tokenizer) > m.get_input_embeddings().weight.shape[0]:
             m.resize_token_embeddings(len(tokenizer))
         return m
 
     if which == "base":
-        model = _base()
-    elif which == "tuned":
-        if info["adapter"] in ("lora", "qlora"):
-            from peft import PeftModel
+        model = base()
+    elif info.get("adapter") in ("lora", "qlora"):
+        from peft import PeftModel
 
-            model = PeftModel.from_pretrained(_base(), tok_dir)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(tok_dir, dtype=dtype, trust_remote_code=trust, use_safetensors=True)
+        model = PeftModel.from_pretrained(base(), tuned)
+        if which == "merged":
+            model = model.merge_and_unload()
     else:
-        raise StageError(f"unknown model {which!r}; use tuned or base")
-    model.eval()
-    if torch.cuda.is_available():
-        model.to("cuda")
-    return model, tokenizer, stop_token_ids(tokenizer, info.get("end_of_turn"))
+        model = _pretrained(AutoModelForCausalLM, tuned, "tuned model", **kw)
+    template = read_template_info(tuned)
+    template.setdefault("end_of_turn", info.get("end_of_turn"))
+    return model, tokenizer, template
+
+
+def load_model(path: str | Path, which: str = "tuned", trust_remote_code: bool = False):
+    """(model, tokenizer, stop_ids, ModelInfo) from a run directory or a model folder.
+
+    A run directory gives `tuned` (adapter on base, or the full model), `base` (untuned) or
+    `merged` (the LoRA adapter merged into the base in memory: the weights `export` saves).
+    A folder with a config.json (e.g. `mothertongue export` output) is loaded as it is.
+    Weights load as safetensors only; model code from the hub runs only with
+    `trust_remote_code`, which the caller takes from the user's recipe or flag, never from
+    files in the folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if which not in WHICH:
+        raise StageError(f"unknown model {which!r}; use {', '.join(WHICH)}")
+    if not path.is_dir():
+        raise StageError(f"{path}: not a folder; give a run directory or an exported model folder")
+    run = RunDir(path)
+    if run.is_run():
+        model, tokenizer, template = _load_run(run, which, trust_remote_code)
+        info = ModelInfo(path, which, "run", template, run.recipe_or_none())
+    elif (path / "config.json").exists():
+        template = read_template_info(path)
+        tokenizer = _pretrained(AutoTokenizer, path, "tokenizer")
+        model = _pretrained(AutoModelForCausalLM, path, "model", dtype=inference_dtype(),
+                            trust_remote_code=trust_remote_code, use_safetensors=True)
+        info = ModelInfo(path, "tuned", "folder", template)
+    else:
+        raise StageError(f"{path}: neither a run directory (train/) nor a model folder (config.json)")
+    return _place(model), tokenizer, stop_token_ids(tokenizer, info.end_of_turn), info

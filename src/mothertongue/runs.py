@@ -1,14 +1,20 @@
-"""Run directory layout, atomic stage outputs, manifests and the stage runner.
+"""The stage table, the run directory's artifacts, manifests and the stage runner.
 
     runs/quickstart/
-      recipe.resolved.yaml      the recipe as run, overrides applied
+      recipe.resolved.yaml      the recipe as run (overrides applied, base folder recorded)
       ingest/ translate/ build/ train/ evaluate/     one folder per stage
-        manifest.json           written last: a folder without it is not complete
+        manifest.json           written last: lists every file; a folder without it is not complete
 
-A stage writes into `<stage>.partial/` and only after it finished is the manifest written and
-the folder renamed into place, so a killed stage never leaves output that a later run takes as
-complete. Resumable stages (train, translate) keep their `.partial` folder between attempts.
-A stage whose settings and inputs are unchanged is skipped on rerun; `--force` redoes it.
+    path, skipped, summary = run_stage(recipe, "build")
+
+A stage is one row of `STAGE_TABLE` plus a module whose `run(recipe, rundir, out)` reads upstream
+artifacts and writes into `out`. The runner owns atomicity: the stage writes into
+`<stage>.partial/`; when it returns, the manifest (with every file and its size) is written last
+and the folder is swapped in by renames only (old folder aside, new one in, old one deleted), so a
+kill at any point leaves either the old or the new complete folder, never a manifest beside
+partial content. A stage that fails removes its `.partial` folder, except resumable stages
+(train, translate), which keep it to resume. A stage whose settings and inputs are unchanged is
+skipped on rerun; `--force` redoes it.
 """
 
 from __future__ import annotations
@@ -21,23 +27,84 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
 
-from mothertongue.config import Recipe, save_resolved
+from mothertongue.config import Recipe, load_recipe, save_resolved
+from mothertongue.errors import StageError
 from mothertongue.registry import Registry
+
+__all__ = [
+    "MANIFEST", "ORDER", "STAGES", "STAGE_TABLE", "RunDir", "Stage", "StageError", "StageResult",
+    "atomic_write_json", "atomic_write_text", "run_stage", "stages_for",
+]
 
 MANIFEST = "manifest.json"
 
+
+def _always(recipe: Recipe) -> bool:
+    return True
+
+
+def _ingest_files(recipe: Recipe) -> dict:
+    srcs = []
+    for s in recipe.ingest.sources:
+        p = recipe.resolve_path(s.path)
+        srcs.append(file_signature(p) if p.exists() else s.path)
+    return {"files": srcs}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the pipeline: adding a stage is a row here plus its module."""
+
+    name: str
+    target: str  # "module:function" with the signature run(recipe, rundir, out) -> summary dict
+    doc: str
+    needs: tuple[str, ...] = ()  # a disabled stage stands for what it needs (build <- translate <- ingest)
+    enabled: Callable[[Recipe], bool] = _always
+    resumable: bool = False  # keeps <stage>.partial/ between attempts to resume
+    # The recipe keys whose values decide whether the stage's output is still current.
+    config_keys: tuple[str, ...] = ("language", "base_model", "tiny_model", "seed")
+    inputs: Callable[[Recipe], dict] | None = None  # extra fingerprint parts (source file hashes)
+
+
+STAGE_TABLE: list[Stage] = [
+    Stage("ingest", "mothertongue.ingest:run", "read source data into conversations",
+          config_keys=(), inputs=_ingest_files),
+    Stage("translate", "mothertongue.translate:run", "machine-translate into the target language",
+          needs=("ingest",), enabled=lambda r: r.translate.enabled, resumable=True),
+    Stage("build", "mothertongue.build:run", "render training examples with the chat template",
+          needs=("translate",)),
+    Stage("train", "mothertongue.train:run", "fine-tune the base model", needs=("build",), resumable=True),
+    Stage("evaluate", "mothertongue.evaluate:run", "score base and tuned model",
+          needs=("train", "build"), enabled=lambda r: r.evaluate.enabled),
+]
+ORDER = [s.name for s in STAGE_TABLE]
 STAGES = Registry("stage")
-STAGES.register("ingest", "mothertongue.ingest:run", "read source data into conversations")
-STAGES.register("translate", "mothertongue.translate:run", "machine-translate into the target language")
-STAGES.register("build", "mothertongue.build:run", "render training examples with the chat template")
-STAGES.register("train", "mothertongue.train:run", "fine-tune the base model")
-STAGES.register("evaluate", "mothertongue.evaluate:run", "score base and tuned model")
-ORDER = ["ingest", "translate", "build", "train", "evaluate"]
+for _s in STAGE_TABLE:
+    STAGES.register(_s.name, _s.target, _s.doc)
+_BY_NAME = {s.name: s for s in STAGE_TABLE}
 
 
-class StageError(RuntimeError):
-    """A stage cannot run; the message says what to do."""
+def stage_row(name: str) -> Stage:
+    STAGES.target(name)  # an unknown name raises UnknownName with close matches
+    return _BY_NAME[name]
+
+
+def stages_for(recipe: Recipe) -> list[str]:
+    """The stages `mothertongue run` runs for this recipe, in order."""
+    return [s.name for s in STAGE_TABLE if s.enabled(recipe)]
+
+
+def upstream(recipe: Recipe, name: str) -> list[str]:
+    """The enabled stages whose output `name` reads; a disabled need is replaced by its own needs."""
+    out: list[str] = []
+    for need in stage_row(name).needs:
+        row = _BY_NAME[need]
+        for up in [need] if row.enabled(recipe) else upstream(recipe, need):
+            if up not in out:
+                out.append(up)
+    return out
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -60,6 +127,29 @@ def read_manifest(stage_dir: Path) -> dict | None:
         return None
 
 
+def list_files(folder: Path) -> dict[str, int]:
+    """Every file under `folder` (relative path -> size), the manifest itself excepted."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            files[p.relative_to(folder).as_posix()] = p.stat().st_size
+    return files
+
+
+def manifest_intact(stage_dir: Path, manifest: dict | None) -> bool:
+    """True when every file the manifest lists is there with its size (manifests from before
+    the file list count as intact)."""
+    if manifest is None:
+        return False
+    for rel, size in (manifest.get("files") or {}).items():
+        try:
+            if (stage_dir / rel).stat().st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def file_signature(path: Path) -> str:
     """Content hash of a file or folder (size+mtime for very large files)."""
     h = hashlib.sha256()
@@ -78,7 +168,56 @@ def file_signature(path: Path) -> str:
 
 @dataclass
 class RunDir:
+    """A run folder and the names of its artifacts (the one place those names are written)."""
+
     root: Path
+
+    RESOLVED: ClassVar[str] = "recipe.resolved.yaml"  # the recipe as run
+    MODEL_INFO: ClassVar[str] = "model_info.json"  # in train/: adapter, base path, end of turn
+    # Beside a tokenizer (build/tokenizer, train/model, an export): template, language, system prompt.
+    TEMPLATE_INFO: ClassVar[str] = "mothertongue_template.json"
+    RECIPE_COPY: ClassVar[str] = "mothertongue_recipe.yaml"  # beside a saved model: its recipe
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    @property
+    def resolved_path(self) -> Path:
+        return self.root / self.RESOLVED
+
+    @property
+    def model_info_path(self) -> Path:
+        return self.stage("train") / self.MODEL_INFO
+
+    @property
+    def tuned_dir(self) -> Path:
+        """The trained model (full weights, or the LoRA adapter) with its tokenizer."""
+        return self.stage("train") / "model"
+
+    @property
+    def base_model_dir(self) -> Path:
+        """The untuned base as saved by train (the locally built `tiny` base)."""
+        return self.stage("train") / "base_model"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.stage("build") / "tokenizer"
+
+    def is_run(self) -> bool:
+        return self.stage("train").is_dir() or self.resolved_path.exists()
+
+    def load_recipe(self, overrides: list[str] | None = None) -> Recipe:
+        """The recipe this run was made with (relative paths still resolve against the folder
+        of the original recipe)."""
+        if not self.resolved_path.exists():
+            raise StageError(f"{self.root} is not a run directory: {self.RESOLVED} is missing")
+        return load_recipe(self.resolved_path, overrides)
+
+    def recipe_or_none(self) -> Recipe | None:
+        return self.load_recipe() if self.resolved_path.exists() else None
+
+    def save_recipe(self, recipe: Recipe) -> None:
+        save_resolved(recipe, self.resolved_path)
 
     def stage(self, name: str) -> Path:
         return self.root / name
@@ -86,8 +225,13 @@ class RunDir:
     def partial(self, name: str) -> Path:
         return self.root / f"{name}.partial"
 
+    def aside(self, name: str) -> Path:
+        """Where the previous output waits while the new one moves in."""
+        return self.root / f"{name}.old"
+
     def complete(self, name: str) -> bool:
-        return read_manifest(self.stage(name)) is not None
+        d = self.stage(name)
+        return manifest_intact(d, read_manifest(d))
 
     def require(self, name: str, needed_by: str) -> Path:
         d = self.stage(name)
@@ -103,64 +247,93 @@ class RunDir:
         return self.require("translate" if recipe.translate.enabled else "ingest", needed_by)
 
 
-def _upstream(recipe: Recipe, name: str) -> list[str]:
-    deps = {
-        "ingest": [],
-        "translate": ["ingest"],
-        "build": ["translate" if recipe.translate.enabled else "ingest"],
-        "train": ["build"],
-        "evaluate": ["train", "build"],
-    }
-    return deps.get(name, [])
-
-
 def _relevant_config(recipe: Recipe, name: str) -> dict:
-    d = recipe.dump()
-    common = {k: d[k] for k in ("language", "base_model", "tiny_model", "seed")}
-    if name == "ingest":
-        srcs = []
-        for s in recipe.ingest.sources:
-            p = recipe.resolve_path(s.path)
-            srcs.append(file_signature(p) if p.exists() else s.path)
-        return {"ingest": d["ingest"], "files": srcs}
-    return {**common, name: d.get(name)}
+    row, d = stage_row(name), recipe.dump()
+    cfg = {k: d[k] for k in row.config_keys}
+    cfg[name] = d.get(name)
+    if row.inputs is not None:
+        cfg.update(row.inputs(recipe))
+    return cfg
 
 
 def fingerprint(recipe: Recipe, run: RunDir, name: str) -> str:
-    parts = {"config": _relevant_config(recipe, name)}
-    for up in _upstream(recipe, name):
+    parts: dict[str, Any] = {"config": _relevant_config(recipe, name)}
+    for up in upstream(recipe, name):
         m = read_manifest(run.stage(up))
         parts[up] = m["fingerprint"] if m else None
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-RESUMABLE = {"train", "translate"}
+class StageResult(NamedTuple):
+    path: Path
+    skipped: bool
+    summary: dict
 
 
-def run_stage(recipe: Recipe, name: str, force: bool = False, log: Callable[[str], None] = print) -> Path:
+def _is_main() -> bool:
+    # Under `accelerate launch` every rank runs the stage; only rank 0 owns the folders.
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _recover(run: RunDir, name: str) -> None:
+    """Finish a swap a kill interrupted: a complete `.partial` with no final folder moves in; an
+    aside copy is deleted once a complete final folder exists, else moved back."""
+    final, partial, aside = run.stage(name), run.partial(name), run.aside(name)
+    if not final.exists() and manifest_intact(partial, read_manifest(partial)):
+        os.replace(partial, final)
+    if aside.exists():
+        if not final.exists() and manifest_intact(aside, read_manifest(aside)):
+            os.replace(aside, final)
+        else:
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+def swap_in(run: RunDir, name: str) -> Path:
+    """Move the finished `.partial` folder into place by renames only."""
+    final, partial, aside = run.stage(name), run.partial(name), run.aside(name)
+    if aside.exists():
+        shutil.rmtree(aside)
+    if final.exists():
+        os.replace(final, aside)
+    os.replace(partial, final)
+    shutil.rmtree(aside, ignore_errors=True)
+    return final
+
+
+def _check_root(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise StageError(f"run_dir {root} is a file, not a folder; set run_dir to a folder")
+    root.mkdir(parents=True, exist_ok=True)
+
+
+def run_stage(recipe: Recipe, name: str, force: bool = False,
+              log: Callable[[str], None] = print) -> StageResult:
     """Run one stage atomically, or skip it when its settings and inputs are unchanged."""
+    row = stage_row(name)
     fn = STAGES.get(name)
-    run = RunDir(Path(recipe.run_dir))
-    run.root.mkdir(parents=True, exist_ok=True)
-    save_resolved(recipe, run.root / "recipe.resolved.yaml")
-    for up in _upstream(recipe, name):
-        run.require(up, name)
-    fp = fingerprint(recipe, run, name)
-    final = run.stage(name)
+    rundir = RunDir(Path(recipe.run_dir))
+    _check_root(rundir.root)
+    if _is_main():
+        _recover(rundir, name)
+    for up in upstream(recipe, name):
+        rundir.require(up, name)
+    fp = fingerprint(recipe, rundir, name)
+    final = rundir.stage(name)
     old = read_manifest(final)
-    if old and old.get("fingerprint") == fp and not force:
+    if old and old.get("fingerprint") == fp and not force and rundir.complete(name):
         log(f"[{name}] skipped: inputs and settings unchanged since {old.get('finished', '?')} (--force redoes it)")
-        return final
-    partial = run.partial(name)
+        if _is_main() and not rundir.resolved_path.exists():
+            rundir.save_recipe(recipe)
+        return StageResult(final, True, old.get("summary") or {})
+    partial = rundir.partial(name)
     meta_path = partial / ".fingerprint"
     keep = (
-        name in RESUMABLE
+        row.resumable
         and not force
         and meta_path.exists()
         and meta_path.read_text().strip() == fp
     )
-    # Under `accelerate launch` every rank runs the stage; only rank 0 prepares the folder.
-    if int(os.environ.get("RANK", "0")) == 0:
+    if _is_main():
         if partial.exists() and not keep:
             shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True, exist_ok=True)
@@ -168,7 +341,13 @@ def run_stage(recipe: Recipe, name: str, force: bool = False, log: Callable[[str
     else:
         partial.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    summary = fn(recipe, run, partial) or {}
+    try:
+        summary = fn(recipe, rundir, partial) or {}
+    except BaseException:
+        # A failed attempt must not look like work in progress; resumable stages keep it to resume.
+        if _is_main() and not row.resumable:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
     manifest = {
         "stage": name,
         "fingerprint": fp,
@@ -178,18 +357,8 @@ def run_stage(recipe: Recipe, name: str, force: bool = False, log: Callable[[str
         "summary": summary,
     }
     meta_path.unlink(missing_ok=True)
+    manifest["files"] = list_files(partial)
     atomic_write_json(partial / MANIFEST, manifest)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(partial, final)
-    return final
-
-
-def stages_for(recipe: Recipe) -> list[str]:
-    out = ["ingest"]
-    if recipe.translate.enabled:
-        out.append("translate")
-    out += ["build", "train"]
-    if recipe.evaluate.enabled:
-        out.append("evaluate")
-    return out
+    # The record of the run changes only when a stage's new output is about to replace the old.
+    rundir.save_recipe(recipe)
+    return StageResult(swap_in(rundir, name), False, summary)

@@ -357,19 +357,18 @@ def create_app(engine: Engine, api_key: str | None = None):
 def build_engine(path: Path, which: str = "tuned", cfg=None, name: str | None = None,
                  system: str | None = None) -> Engine:
     """Load the model of a run directory (or an exported model folder) behind an Engine."""
-    from mothertongue.chat import load_model
-    from mothertongue.config import ChatConfig, ServeConfig, load_recipe
+    from mothertongue.config import ChatConfig, ServeConfig
+    from mothertongue.models import load_model
 
     path = Path(path)
-    resolved = path / "recipe.resolved.yaml"
-    recipe = load_recipe(resolved) if resolved.exists() else None
+    model, tokenizer, stop_ids, info = load_model(path, which)
+    recipe = info.recipe
     cfg = cfg or (recipe.serve if recipe else ServeConfig())
     chat_cfg = recipe.chat if recipe else ChatConfig()
-    model, tokenizer, stop_ids, info = load_model(path, which)
     name = name or cfg.model_name or (recipe.name if recipe else path.name)
     return Engine(model, tokenizer, stop_ids, chat_cfg, cfg, name,
-                  system if system is not None else info.get("system_prompt"),
-                  recipe.language if recipe else "de")
+                  system if system is not None else info.system_prompt,
+                  info.language)
 
 
 def serve(path: Path, which: str = "tuned", host: str | None = None, port: int | None = None,

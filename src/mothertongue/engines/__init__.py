@@ -15,9 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mothertongue.precision import resolve_device  # noqa: F401  (engines import it from here)
 from mothertongue.registry import Registry
 
-ENGINES = Registry("translation engine")
+ENGINES = Registry("translation engine", entry_point_group="mothertongue.engines")
 ENGINES.register(
     "ctranslate2", "mothertongue.engines.ct2:CTranslate2Engine",
     "seq2seq checkpoints converted once to CTranslate2 (int8 on CPU, float16 on GPU); the fast default",
@@ -68,17 +69,6 @@ class Engine:
     def settings_key(self, beam_size: int) -> str:
         """Engine name plus the settings that change its output (translation-memory key)."""
         return f"{self.name}:beam{beam_size}"
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:  # pragma: no cover
-        return "cpu"
 
 
 def load_engine(name: str, model: str, device: str = "auto", options: dict | None = None, family: str | None = None) -> Engine:

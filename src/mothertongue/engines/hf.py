@@ -17,6 +17,7 @@ from pydantic import Field
 
 from mothertongue.engines import Engine, EngineOptions, resolve_family
 from mothertongue.engines.catalogue import FAMILIES
+from mothertongue.precision import torch_dtype
 
 
 class TransformersOptions(EngineOptions):
@@ -52,14 +53,11 @@ class TransformersEngine(Engine):
     batch_tokens = 4096
 
     def _load(self) -> None:
-        import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         self.family = resolve_family(self.model, self.family or self.opts.family)
         self.tok = AutoTokenizer.from_pretrained(self.model)
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.opts.dtype)
-        if dtype is None:
-            dtype = torch.float16 if self.device == "cuda" else torch.float32
+        dtype = torch_dtype(self.opts.dtype, self.device)
         self.net = AutoModelForSeq2SeqLM.from_pretrained(self.model, dtype=dtype).to(self.device).eval()
 
     def count_tokens(self, text: str) -> int:

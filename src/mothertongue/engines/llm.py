@@ -15,6 +15,7 @@ from pydantic import Field
 
 from mothertongue.engines import Engine, EngineOptions
 from mothertongue.languages import english_name
+from mothertongue.precision import torch_dtype
 
 DEFAULT_PROMPT = (
     "Translate the following text from {src_name} to {tgt_name}. Answer with the translation only, "
@@ -56,12 +57,9 @@ class LLMEngine(Engine):
 
             self.llm = LLM(self.model, dtype=self.opts.dtype, trust_remote_code=self.opts.trust_remote_code)
         else:
-            import torch
             from transformers import AutoModelForCausalLM
 
-            dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.opts.dtype)
-            if dtype is None:
-                dtype = torch.float16 if self.device == "cuda" else torch.float32
+            dtype = torch_dtype(self.opts.dtype, self.device)
             self.net = AutoModelForCausalLM.from_pretrained(
                 self.model, dtype=dtype, trust_remote_code=self.opts.trust_remote_code
             ).to(self.device).eval()

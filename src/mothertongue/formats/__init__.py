@@ -19,7 +19,7 @@ from mothertongue.formats.base import (
 )
 from mothertongue.registry import Registry
 
-FORMATS = Registry("source format")
+FORMATS = Registry("source format", entry_point_group="mothertongue.formats")
 _F = "mothertongue.formats"
 FORMATS.register("text", f"{_F}.text:TextAdapter", "instruction#response lines, `_EVAL_` marker")
 FORMATS.register("alpaca", f"{_F}.alpaca:AlpacaAdapter", "{instruction, input, output}; JSON list or JSONL")
