@@ -3,36 +3,44 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_MODELS = Path(os.environ.get("MT_SHARED_MODELS", REPO.parent / "shared" / "models"))
+sys.path.insert(0, str(Path(__file__).parent))  # `from helpers import ...` in every test file
+from helpers import REPO, SHARED_DATA, SHARED_MODELS, run_recipe  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+def _online(host: str = "pypi.org", port: int = 443, timeout_s: float = 3.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    online = None
     for item in items:
+        if "network" in item.keywords:
+            online = _online() if online is None else online
+            if not online:
+                item.add_marker(pytest.mark.skip(reason="needs the network (PyPI); offline"))
         if "real_models" in item.keywords and not SHARED_MODELS.exists():
             item.add_marker(pytest.mark.skip(reason=f"real models folder absent: {SHARED_MODELS}"))
+        if "real_data" in item.keywords and not SHARED_DATA.exists():
+            item.add_marker(pytest.mark.skip(reason=f"real data folder absent: {SHARED_DATA}"))
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(pytest.mark.skip(reason="needs CUDA"))
-
-
-def run_recipe(recipe_path: Path, overrides: list[str], stages: list[str] | None = None, force: bool = False):
-    from mothertongue.config import load_recipe
-    from mothertongue.runs import run_stage, stages_for
-
-    recipe = load_recipe(recipe_path, overrides)
-    for s in stages or stages_for(recipe):
-        run_stage(recipe, s, force=force, log=lambda m: None)
-    return recipe
 
 
 @pytest.fixture(scope="session")

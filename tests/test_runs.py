@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +85,157 @@ def test_killed_stage_is_not_taken_as_complete(tmp_path):
         run_stage(r, "evaluate")
     # rerun with fewer epochs would change the fingerprint; the same settings resume instead
     assert (partial / ".fingerprint").exists()
+
+
+# ------------------------------------------------------------------ the stage table
+def test_stage_table_derives_order_needs_and_skips(tmp_path):
+    from mothertongue.runs import ORDER, STAGE_TABLE, stages_for, upstream
+
+    p, _ = _recipe(tmp_path, "A.#B\n")
+    r = load_recipe(p)
+    assert ORDER == [s.name for s in STAGE_TABLE]
+    assert stages_for(r) == ["ingest", "build", "train", "evaluate"]
+    assert upstream(r, "build") == ["ingest"]  # translate is off: build reads the ingest output
+    rt = load_recipe(p, ["translate.enabled=true", "evaluate.enabled=false"])
+    assert stages_for(rt) == ["ingest", "translate", "build", "train"]
+    assert upstream(rt, "build") == ["translate"]
+    first = run_stage(r, "ingest", log=lambda m: None)
+    again = run_stage(r, "ingest", log=lambda m: None)
+    assert (first.skipped, again.skipped) == (False, True)
+    assert first.path == again.path == tmp_path / "run" / "ingest"
+    assert again.summary == first.summary and first.summary  # the skipped run reports the saved summary
+
+
+def test_manifest_lists_files_and_a_missing_one_means_incomplete(tmp_path):
+    p, _ = _recipe(tmp_path, "A.#B\nC.#D\n")
+    r = load_recipe(p)
+    out = run_stage(r, "ingest", log=lambda m: None).path
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert "train.jsonl" in files and files["train.jsonl"] == (out / "train.jsonl").stat().st_size
+    run = RunDir(tmp_path / "run")
+    assert run.complete("ingest")
+    (out / "train.jsonl").unlink()  # a partly deleted folder with its manifest still there
+    assert not run.complete("ingest")
+    with pytest.raises(StageError, match="missing or incomplete"):
+        run_stage(r, "build")
+    redo = run_stage(r, "ingest", log=lambda m: None)  # not skipped: the folder is not complete
+    assert not redo.skipped and (out / "train.jsonl").exists() and run.complete("ingest")
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL inside the process: nothing after it runs, no cleanup."""
+
+
+@pytest.mark.parametrize("kill_at", range(1, 7))
+def test_kill_at_any_step_after_the_work_leaves_old_or_new_output(tmp_path, monkeypatch, kill_at):
+    """Every rename and delete after the stage's work (manifest, resolved recipe, old folder aside,
+    new folder in, old folder deleted) is a kill point; after each the stage folder holds the old
+    or the new complete output or is absent, never a manifest beside partial content, and the
+    next run finishes with the new output and no leftovers."""
+    import shutil
+
+    import mothertongue.runs as runs
+
+    p, data = _recipe(tmp_path, "A.#B\nC.#D\n")
+    run, final = RunDir(tmp_path / "run"), tmp_path / "run" / "ingest"
+    run_stage(load_recipe(p), "ingest", log=lambda m: None)
+    data.write_text("E.#F\nG.#H\nI.#J\n", encoding="utf-8")
+    calls, armed = {"n": 0}, {"on": False}
+    real_replace, real_rmtree, real_get = os.replace, shutil.rmtree, runs.STAGES.get
+
+    def step():
+        if armed["on"]:
+            calls["n"] += 1
+            if calls["n"] == kill_at:
+                raise Killed
+
+    def replace(src, dst, *a, **kw):
+        step()
+        return real_replace(src, dst, *a, **kw)
+
+    def rmtree(path, *a, **kw):
+        if armed["on"]:  # killed half way through a delete: the first files gone, the rest left
+            for q in sorted(q for q in Path(path).rglob("*") if q.is_file())[:2]:
+                q.unlink()
+        step()
+        return real_rmtree(path, *a, **kw)
+
+    def get(name):
+        fn = real_get(name)
+
+        def then_arm(*a, **kw):
+            out = fn(*a, **kw)
+            armed["on"] = True
+            return out
+        return then_arm
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    monkeypatch.setattr(runs.STAGES, "get", get)
+    with pytest.raises(Killed) if kill_at <= 5 else contextlib.nullcontext():
+        run_stage(load_recipe(p), "ingest", log=lambda m: None)
+    armed["on"] = False
+    monkeypatch.undo()
+
+    if (final / "manifest.json").exists():
+        assert run.complete("ingest"), "a manifest beside incomplete content"
+        assert len((final / "train.jsonl").read_text().splitlines()) in (2, 3)
+    res = run_stage(load_recipe(p), "ingest", log=lambda m: None)
+    assert run.complete("ingest") and len((final / "train.jsonl").read_text().splitlines()) == 3
+    assert sorted(q.name for q in run.root.iterdir()) == ["ingest", "recipe.resolved.yaml"]
+    # Where the new output was complete before the kill, it is taken as it is, not redone.
+    assert res.skipped == (kill_at >= 2)
+
+
+KILLER = """
+import os, shutil, signal, sys
+import mothertongue.runs as runs
+from mothertongue.config import load_recipe
+
+kill_at, armed, n = int(sys.argv[2]), [False], [0]
+def point(real):
+    def wrapped(*a, **kw):
+        if armed[0]:
+            n[0] += 1
+            if n[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(*a, **kw)
+    return wrapped
+for name in ("replace", "rename", "unlink", "rmdir"):
+    setattr(os, name, point(getattr(os, name)))
+real_get = runs.STAGES.get
+def get(name):
+    fn = real_get(name)
+    def then_arm(*a, **kw):
+        out = fn(*a, **kw)
+        armed[0] = True
+        return out
+    return then_arm
+runs.STAGES.get = get
+runs.run_stage(load_recipe(sys.argv[1]), "ingest", force=True, log=lambda m: None)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_at_every_file_operation_of_the_commit(tmp_path):
+    """A real SIGKILL at each rename and delete after the stage's work, until the command gets
+    through: every time, the stage folder is complete (old or new) or absent, and the next run
+    ends with the new output and nothing else beside it."""
+    p, data = _recipe(tmp_path, "A.#B\nC.#D\n")
+    run, final = RunDir(tmp_path / "run"), tmp_path / "run" / "ingest"
+    for kill_at in range(1, 200):
+        shutil.rmtree(run.root, ignore_errors=True)
+        data.write_text("A.#B\nC.#D\n", encoding="utf-8")
+        run_stage(load_recipe(p), "ingest", log=lambda m: None)
+        data.write_text("E.#F\nG.#H\nI.#J\n", encoding="utf-8")
+        proc = subprocess.run([sys.executable, "-c", KILLER, str(p), str(kill_at)], capture_output=True, text=True)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        if (final / "manifest.json").exists():
+            assert run.complete("ingest"), f"kill {kill_at}: a manifest beside incomplete content"
+            assert len((final / "train.jsonl").read_text().splitlines()) in (2, 3)
+        run_stage(load_recipe(p), "ingest", log=lambda m: None)
+        assert run.complete("ingest") and len((final / "train.jsonl").read_text().splitlines()) == 3, kill_at
+        assert sorted(q.name for q in run.root.iterdir()) == ["ingest", "recipe.resolved.yaml"], kill_at
+    assert kill_at > 5  # manifest, resolved recipe, aside, in, and the files of the old folder

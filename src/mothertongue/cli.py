@@ -266,6 +266,17 @@ def ls_engines() -> None:
         typer.echo(f"{n:<14} {ENGINES.doc(n)}")
 
 
+@ls_app.command("languages")
+def ls_languages() -> None:
+    """Language codes mothertongue knows (phrase table, language detector, MT catalogue)."""
+    from mothertongue.languages import detector_codes, english_name, known_codes, lang
+
+    detect = detector_codes()
+    for code in sorted(known_codes()):
+        parts = [p for p, ok in (("phrases", lang(code) is not None), ("detector", code in detect)) if ok]
+        typer.echo(f"{code:<6} {english_name(code):<16} {', '.join(parts)}")
+
+
 @ls_app.command("stages")
 def ls_stages() -> None:
     """Pipeline stages, in order."""

@@ -312,6 +312,7 @@ class Recipe(Strict):
     def _check(self) -> Recipe:
         if not self.language or len(self.language) > 12:
             raise ValueError("language must be a language code such as 'de'")
+        check_language_codes(self)
         return self
 
     def resolve_path(self, p: str) -> Path:
@@ -320,6 +321,28 @@ class Recipe(Strict):
 
     def dump(self) -> dict:
         return self.model_dump(mode="json", exclude={"base_dir"})
+
+
+def check_language_codes(recipe: Recipe) -> None:
+    """Every language code must be one the languages table, the detector or the MT catalogue
+    knows, so a typo fails `validate` instead of the translate or evaluate stage. A target
+    language nobody knows is accepted when the recipe brings its own MT model for it."""
+    from mothertongue.languages import detector_codes, is_known, unknown_code_message
+
+    t = recipe.translate
+    own_model = bool(t.model) or any(k.lower().endswith("-" + recipe.language.lower()) for k in t.models)
+    if not is_known(recipe.language) and not own_model:
+        raise ValueError(unknown_code_message("language", recipe.language))
+    for field, code in (("translate.source_lang", t.source_lang), ("translate.pivot", t.pivot)):
+        if code and not is_known(code):
+            raise ValueError(unknown_code_message(field, code))
+    detector = detector_codes()
+    for field, codes in (("translate.detect_languages", t.detect_languages or []),
+                         ("evaluate.fidelity_languages", recipe.evaluate.fidelity_languages)):
+        for code in codes:
+            if code.lower() not in detector:
+                raise ValueError(unknown_code_message(field, code, detector).replace(
+                    "unknown language code", "the language detector does not know"))
 
 
 # ------------------------------------------------------------------------- loading
@@ -350,6 +373,9 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
             hint = f" (did you mean {' or '.join(dotted.rsplit('.', 1)[0] + '.' + c if '.' in dotted else c for c in close)}?)" if close else ""
             known = f"; known keys here: {', '.join(names)}" if names and not close else ""
             lines.append(f"unknown key {dotted}{hint}{known}")
+        elif e["type"] == "value_error" and not loc:
+            # A check across fields: its message names the fields itself.
+            lines.append(e["msg"].removeprefix("Value error, "))
         else:
             msg = e["msg"]
             msg = msg[0].lower() + msg[1:] if msg else msg
@@ -441,6 +467,6 @@ def save_resolved(recipe: Recipe, path: Path) -> None:
     data = {"base_dir": str(Path(recipe.base_dir).resolve()), **recipe.dump()}
     text = RESOLVED_HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f"{path.name}.tmp")  # one name: a write killed half way leaves no litter
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

@@ -342,3 +342,77 @@ def style_instruction(code: str, style: str, custom: dict[str, str] | None = Non
 def known_styles(code: str) -> list[str]:
     entry = lang(code)
     return sorted(set(LANGS["en"].styles) | set(entry.styles if entry else {}))
+
+
+# --------------------------------------------------------------------- known codes
+def detector_codes() -> frozenset[str]:
+    """ISO 639-1 codes the language detector (lingua) can recognise."""
+    from lingua import Language
+
+    return frozenset(lang.iso_code_639_1.name.lower() for lang in Language.all())
+
+
+def known_codes() -> frozenset[str]:
+    """Every code some part of mothertongue knows: this table, the detector, the MT catalogue."""
+    from mothertongue.engines.catalogue import M2M100_LANGS, MBART50_CODES, NLLB_CODES
+
+    return frozenset(LANGS) | frozenset(ALIASES) | detector_codes() | set(NLLB_CODES) | set(MBART50_CODES) | M2M100_LANGS
+
+
+def is_known(code: str) -> bool:
+    c = code.lower()
+    return c in known_codes() or c.split("-")[0] in known_codes()
+
+
+def unknown_code_message(field: str, code: str, known: frozenset[str] | None = None) -> str:
+    import difflib
+
+    known = known or known_codes()
+    close = difflib.get_close_matches(code.lower(), known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return (f"{field}: unknown language code {code!r}; {hint}use an ISO 639-1 code such as de, fr, pt "
+            "(`mothertongue ls languages` lists them)")
+
+
+def default_language(recipe=None, template_info: dict | None = None) -> str:
+    """The language a run speaks: its recipe's, else the model folder's template info, else English
+    (the language every phrase table falls back to)."""
+    if recipe is not None and getattr(recipe, "language", None):
+        return recipe.language
+    return (template_info or {}).get("language") or "en"
+
+
+# Short phrases the tools show a user, per language (English where the table has none).
+GREETINGS = {
+    "de": "Hallo! Wie geht es dir?", "en": "Hello! How are you?", "fr": "Bonjour ! Comment vas-tu ?",
+    "es": "¡Hola! ¿Cómo estás?", "it": "Ciao! Come stai?", "pt": "Olá! Como você está?",
+    "nl": "Hallo! Hoe gaat het met je?", "pl": "Cześć! Jak się masz?", "cs": "Ahoj! Jak se máš?",
+    "sv": "Hej! Hur mår du?", "da": "Hej! Hvordan har du det?", "nb": "Hei! Hvordan har du det?",
+    "fi": "Hei! Mitä kuuluu?", "hu": "Szia! Hogy vagy?", "ro": "Salut! Ce mai faci?",
+    "el": "Γεια σου! Τι κάνεις;", "ru": "Привет! Как дела?", "uk": "Привіт! Як справи?",
+    "tr": "Merhaba! Nasılsın?", "ar": "مرحبا! كيف حالك؟", "he": "שלום! מה שלומך?",
+    "hi": "नमस्ते! आप कैसे हैं?", "zh": "你好！你好吗？", "ja": "こんにちは！元気ですか？",
+    "ko": "안녕하세요! 어떻게 지내세요?", "vi": "Xin chào! Bạn khỏe không?", "id": "Halo! Apa kabar?",
+    "ca": "Hola! Com estàs?", "bg": "Здравей! Как си?",
+}
+# What the chat REPL shows before the user's turn ("you>"), in the run's language.
+YOU = {
+    "de": "du", "en": "you", "fr": "toi", "es": "tú", "it": "tu", "pt": "você", "nl": "jij", "pl": "ty",
+    "cs": "ty", "sv": "du", "da": "du", "nb": "du", "fi": "sinä", "hu": "te", "ro": "tu", "el": "εσύ",
+    "ru": "ты", "uk": "ти", "tr": "sen", "ca": "tu", "bg": "ти", "id": "kamu", "vi": "bạn",
+}
+
+
+def _table_key(code: str) -> str:
+    c = code.lower()
+    return ALIASES.get(c, c) if ALIASES.get(c, c) in LANGS else c.split("-")[0]
+
+
+def greeting(code: str) -> str:
+    """A short greeting question in the language (probe prompt for exports and smoke tests)."""
+    return GREETINGS.get(_table_key(code), GREETINGS["en"])
+
+
+def you_prompt(code: str) -> str:
+    """The REPL prompt before the user's turn, e.g. `du> ` for German."""
+    return f"{YOU.get(_table_key(code), YOU['en'])}> "

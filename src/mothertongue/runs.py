@@ -275,17 +275,20 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _recover(run: RunDir, name: str) -> None:
-    """Finish a swap a kill interrupted: a complete `.partial` with no final folder moves in; an
-    aside copy is deleted once a complete final folder exists, else moved back."""
+def _recover(run: RunDir, name: str) -> bool:
+    """Finish a swap a kill interrupted. A `.partial` folder with an intact manifest is finished
+    work newer than the stage folder: it moves in. An aside copy is deleted once a complete stage
+    folder exists, else moved back. True when finished work was moved in."""
     final, partial, aside = run.stage(name), run.partial(name), run.aside(name)
-    if not final.exists() and manifest_intact(partial, read_manifest(partial)):
-        os.replace(partial, final)
+    adopted = manifest_intact(partial, read_manifest(partial))
+    if adopted:
+        swap_in(run, name)
     if aside.exists():
         if not final.exists() and manifest_intact(aside, read_manifest(aside)):
             os.replace(aside, final)
         else:
             shutil.rmtree(aside, ignore_errors=True)
+    return adopted
 
 
 def swap_in(run: RunDir, name: str) -> Path:
@@ -303,7 +306,10 @@ def swap_in(run: RunDir, name: str) -> Path:
 def _check_root(root: Path) -> None:
     if root.exists() and not root.is_dir():
         raise StageError(f"run_dir {root} is a file, not a folder; set run_dir to a folder")
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StageError(f"run_dir {root}: cannot create it ({e.strerror or e})") from None
 
 
 def run_stage(recipe: Recipe, name: str, force: bool = False,
@@ -313,8 +319,7 @@ def run_stage(recipe: Recipe, name: str, force: bool = False,
     fn = STAGES.get(name)
     rundir = RunDir(Path(recipe.run_dir))
     _check_root(rundir.root)
-    if _is_main():
-        _recover(rundir, name)
+    adopted = _recover(rundir, name) if _is_main() else False
     for up in upstream(recipe, name):
         rundir.require(up, name)
     fp = fingerprint(recipe, rundir, name)
@@ -322,8 +327,8 @@ def run_stage(recipe: Recipe, name: str, force: bool = False,
     old = read_manifest(final)
     if old and old.get("fingerprint") == fp and not force and rundir.complete(name):
         log(f"[{name}] skipped: inputs and settings unchanged since {old.get('finished', '?')} (--force redoes it)")
-        if _is_main() and not rundir.resolved_path.exists():
-            rundir.save_recipe(recipe)
+        if _is_main() and (adopted or not rundir.resolved_path.exists()):
+            rundir.save_recipe(recipe)  # finishing the interrupted commit of this very recipe
         return StageResult(final, True, old.get("summary") or {})
     partial = rundir.partial(name)
     meta_path = partial / ".fingerprint"

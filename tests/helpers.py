@@ -1,0 +1,56 @@
+"""Helpers shared by test files (import them as `from helpers import ...`; conftest only holds
+fixtures and markers). Everything here builds locally; nothing is downloaded."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_MODELS = Path(os.environ.get("MT_SHARED_MODELS", SHARED / "models"))
+SHARED_DATA = Path(os.environ.get("MT_SHARED_DATA", SHARED / "data" / "real"))
+
+# A tiny base small enough that a whole train stage takes seconds on a CPU.
+TINY = ["tiny_model.hidden_size=64", "tiny_model.intermediate_size=128", "tiny_model.num_hidden_layers=2",
+        "tiny_model.num_attention_heads=4", "tiny_model.vocab_size=400"]
+
+
+def run_recipe(recipe_path: Path, overrides: list[str], stages: list[str] | None = None, force: bool = False):
+    """Load a recipe and run its stages (all enabled ones by default) quietly; returns the recipe."""
+    from mothertongue.config import load_recipe
+    from mothertongue.runs import run_stage, stages_for
+
+    recipe = load_recipe(recipe_path, overrides)
+    for s in stages or stages_for(recipe):
+        run_stage(recipe, s, force=force, log=lambda m: None)
+    return recipe
+
+
+def mt(*args: str, cwd: Path | str | None = None, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    """Run the `mothertongue` CLI in a subprocess (it inherits PYTHONPATH)."""
+    return subprocess.run([sys.executable, "-m", "mothertongue", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout, **kw)
+
+
+def one_line_error(res: subprocess.CompletedProcess, *needles: str) -> str:
+    """Assert the CLI failed as a user error: exit 2, one `error:` line on stderr, no traceback."""
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def write_text_recipe(folder: Path, lines: str, extra: str = "", run_dir: Path | None = None) -> Path:
+    """A recipe reading `instruction#response` lines from folder/d.txt; returns the recipe path."""
+    (folder / "d.txt").write_text(lines, encoding="utf-8")
+    p = folder / "r.yaml"
+    p.write_text(f"run_dir: {run_dir or folder / 'run'}\ningest:\n  sources:\n    - path: d.txt\n      format: text\n"
+                 + extra, encoding="utf-8")
+    return p
