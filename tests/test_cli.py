@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +66,30 @@ def test_unknown_template_and_stage_order(tmp_path):
 def test_ls(cmd):
     res = mt(*cmd)
     assert res.returncode == 0 and res.stdout.strip()
+
+
+def test_bad_recipe_paths_and_codes_are_one_line(tmp_path):
+    _one_line_error(mt("validate", str(tmp_path)), "is a folder")
+    p = tmp_path / "r.yaml"
+    p.write_bytes(b"name: \xff\n")
+    _one_line_error(mt("validate", str(p)), "not UTF-8")
+    p.write_text("language: klingon\n")
+    _one_line_error(mt("validate", str(p)), "language: unknown language code 'klingon'")
+
+
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs a folder nobody may write to (/sys)")
+def test_run_dir_that_cannot_be_created_is_one_line(tmp_path):
+    (tmp_path / "d.txt").write_text("Sag hallo.#Hallo!\n", encoding="utf-8")
+    p = tmp_path / "r.yaml"
+    p.write_text("run_dir: /sys/mothertongue-test/run\ningest:\n  sources:\n    - path: d.txt\n")
+    _one_line_error(mt("ingest", str(p)), "run_dir /sys/mothertongue-test/run: cannot create it")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_source_is_one_line(tmp_path):
+    src = tmp_path / "d.txt"
+    src.write_text("Sag hallo.#Hallo!\n", encoding="utf-8")
+    src.chmod(0)
+    p = tmp_path / "r.yaml"
+    p.write_text(f"run_dir: {tmp_path / 'run'}\ningest:\n  sources:\n    - path: d.txt\n      format: text\n")
+    _one_line_error(mt("ingest", str(p)), "d.txt", "Permission denied")

@@ -67,3 +67,50 @@ def test_every_shipped_recipe_loads():
     assert recipes
     for r in recipes:
         load_recipe(r)
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("language", "klingon", "language: unknown language code 'klingon'"),
+    ("language", "zz", "language: unknown language code 'zz'"),
+    ("translate.source_lang", "englsh", "translate.source_lang: unknown language code 'englsh'"),
+    ("translate.detect_languages", "[en, xy]", "translate.detect_languages: the language detector does not know 'xy'"),
+    ("evaluate.fidelity_languages", "[en, ast]", "evaluate.fidelity_languages: the language detector does not know 'ast'"),
+])
+def test_unknown_language_codes_fail_at_load(tmp_path, field, value, needle):
+    p = _write(tmp_path, "name: t\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p, [f"{field}={value}"])
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_known_language_codes_pass(tmp_path):
+    p = _write(tmp_path, "name: t\n")
+    for code in ("de", "pt-br", "nn", "lb", "sw", "ca"):  # table, alias, detector, MT catalogue
+        assert load_recipe(p, [f"language={code}"]).language == code
+    # A language nobody here knows is fine when the recipe brings its own MT model for it.
+    r = load_recipe(p, ["language=xx", 'translate.models={"en-xx": my/model}'])
+    assert r.language == "xx"
+
+
+def test_recipe_path_that_is_a_folder_or_not_utf8(tmp_path):
+    with pytest.raises(RecipeError, match="is a folder; give the recipe's .yaml file"):
+        load_recipe(tmp_path)
+    p = tmp_path / "r.yaml"
+    p.write_bytes("name: Gr\u00fc\u00dfe\n".encode("latin-1"))
+    with pytest.raises(RecipeError, match=r"r.yaml: not UTF-8 text \(byte 8\)"):
+        load_recipe(p)
+
+
+def test_resolved_recipe_records_its_base_folder(tmp_path):
+    from mothertongue.config import save_resolved
+
+    src = tmp_path / "project"
+    src.mkdir()
+    p = _write(src, "name: t\nevaluate:\n  parallel_file: par.tsv\n")
+    out = tmp_path / "run" / "recipe.resolved.yaml"
+    out.parent.mkdir()
+    save_resolved(load_recipe(p, ["train.epochs=2"]), out)
+    again = load_recipe(out)
+    assert again.resolve_path("par.tsv") == src.resolve() / "par.tsv"
+    assert again.train.epochs == 2 and again.dump() == load_recipe(p, ["train.epochs=2"]).dump()
+    assert [q.name for q in out.parent.iterdir()] == ["recipe.resolved.yaml"]  # no temporary file left

@@ -239,3 +239,55 @@ def test_sigkill_at_every_file_operation_of_the_commit(tmp_path):
         assert run.complete("ingest") and len((final / "train.jsonl").read_text().splitlines()) == 3, kill_at
         assert sorted(q.name for q in run.root.iterdir()) == ["ingest", "recipe.resolved.yaml"], kill_at
     assert kill_at > 5  # manifest, resolved recipe, aside, in, and the files of the old folder
+
+
+def test_failing_command_keeps_the_record_of_the_run_and_leaves_no_partial(tmp_path):
+    """The resolved recipe changes only when a stage's new output is committed: a command that
+    fails (a typo in a template name) neither rewrites it nor leaves a `.partial` folder."""
+    p, _ = _recipe(tmp_path, "A.#B\nC.#D\n")
+    run_stage(load_recipe(p), "ingest", log=lambda m: None)
+    resolved = tmp_path / "run" / "recipe.resolved.yaml"
+    before = resolved.read_bytes()
+    with pytest.raises(DataError, match="unknown template 'chatm'"):
+        run_stage(load_recipe(p, ["build.template=chatm"]), "build", log=lambda m: None)
+    assert resolved.read_bytes() == before
+    assert not (tmp_path / "run" / "build.partial").exists()
+    assert sorted(q.name for q in (tmp_path / "run").iterdir()) == ["ingest", "recipe.resolved.yaml"]
+
+
+def test_resolved_recipe_finds_relative_files_from_another_directory(tmp_path, monkeypatch):
+    """`evaluate RUN_DIR` loads the resolved recipe; its relative parallel file, suite, perplexity
+    file and template still resolve against the original recipe's folder, from any directory."""
+    from mothertongue.evaluate import build_sets
+    from mothertongue.templates import resolve
+
+    proj = tmp_path / "project"
+    proj.mkdir()
+    (proj / "par.tsv").write_text("Hello.\tHallo.\nThanks.\tDanke.\n", encoding="utf-8")
+    (proj / "suite.txt").write_text("Wie spät ist es?\nWas ist los?\n", encoding="utf-8")
+    (proj / "ppl.txt").write_text("Ein Satz.\nNoch einer.\n", encoding="utf-8")
+    (proj / "t.jinja").write_text("{% for m in messages %}{{ m.content }}{% endfor %}", encoding="utf-8")
+    lines = "".join(f"Frage {i}.#Antwort {i}.\n" for i in range(10))
+    p, _ = _recipe(proj, lines)
+    p.write_text(p.read_text() + "  test_fraction: 0.3\nbuild:\n  template: t.jinja\nevaluate:\n"
+                 "  parallel_file: par.tsv\n  perplexity_file: ppl.txt\n  suites: [suite.txt]\n", encoding="utf-8")
+    run_stage(load_recipe(p), "ingest", log=lambda m: None)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = RunDir(proj / "run")
+    r = run.load_recipe([f"run_dir={run.root}"])
+    sets, ppl, info = build_sets(r, run)
+    assert [i.reference for i in sets["parallel"]] == ["Hallo.", "Danke."]
+    assert ppl == ["Ein Satz.", "Noch einer."]
+    assert [i.messages[-1]["content"] for i in sets["prompts-suite"]] == ["Wie spät ist es?", "Was ist los?"]
+    assert resolve(r.build.template, None, Path(r.base_dir)).name == "t.jinja"
+
+
+def test_run_dir_that_is_a_file_is_one_line(tmp_path):
+    from helpers import mt, one_line_error
+
+    p, _ = _recipe(tmp_path, "A.#B\n")
+    (tmp_path / "run").write_text("not a folder")
+    one_line_error(mt("ingest", p), "run_dir", "is a file")
+    assert (tmp_path / "run").read_text() == "not a folder"
