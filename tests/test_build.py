@@ -88,8 +88,9 @@ def test_user_jinja_file(tmp_path, tiny_tokenizer):
 
 @pytest.mark.real_models
 def test_real_tokenizer_own_template():
-    from tests.conftest import SHARED_MODELS as models
     from transformers import AutoTokenizer
+
+    from helpers import SHARED_MODELS as models
 
     tok = AutoTokenizer.from_pretrained(models / "stories260K")
     t = templates.resolve(None, tok)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_MODELS
-from mothertongue.engines import ENGINES, load_engine
+from helpers import SHARED_MODELS
+from mothertongue.engines import ENGINES, EngineOptions, load_engine
 from mothertongue.engines.catalogue import FAMILIES, NLLB_CODES, route
+from mothertongue.errors import UnknownName
 from test_translate_fixtures import random_sentence, tiny_marian_path, to_xx
 
 
@@ -59,7 +60,13 @@ def test_ctranslate2_engine_on_real_converted_model():
 
 
 def test_registry_and_codes():
-    assert ENGINES.names() == ["ctranslate2", "llm", "transformers"]
+    # Each registered name leads to an engine class that answers to that name (translation-memory
+    # keys carry it), with strict options; a typo is an error that suggests the name.
+    for name in ENGINES.names():
+        cls = ENGINES.get(name)
+        assert cls.name == name and issubclass(cls.Options, EngineOptions)
+    with pytest.raises(UnknownName, match="did you mean ctranslate2"):
+        ENGINES.get("ctranslat2")
     nllb = FAMILIES["nllb"]
     assert nllb.code("de") == "deu_Latn" and nllb.code("zh") == "zho_Hans"
     assert FAMILIES["mbart50"].code("de") == "de_DE" and FAMILIES["m2m100"].code("de") == "__de__"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHARED_MODELS, run_recipe
+from helpers import REPO, SHARED_MODELS, run_recipe
 
 
 @pytest.fixture(scope="module")

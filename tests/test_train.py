@@ -71,7 +71,7 @@ train:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     """A recipe dir whose run has ingest + build done (train not yet)."""
-    from conftest import run_recipe
+    from helpers import run_recipe
 
     root = tmp_path_factory.mktemp("words")
     recipe = write_recipe(root)
@@ -307,7 +307,7 @@ def test_kill_and_resume_matches_uninterrupted(built, tmp_path):
     import sys
     import time
 
-    from conftest import run_recipe
+    from helpers import run_recipe
 
     args = ["train.epochs=40", "train.save_steps=20", "train.logging_steps=10"]  # 120 steps
     root, path = fresh(built, tmp_path / "killed")
@@ -339,7 +339,7 @@ def test_two_process_ddp_matches_single_process(built, tmp_path):
     import subprocess
     import sys
 
-    from conftest import run_recipe
+    from helpers import run_recipe
 
     # `accelerate launch` starts GPU ranks through torch.distributed.run; on CPU it would need
     # mpirun, so the same launcher is called directly here (gloo backend).

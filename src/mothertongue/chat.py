@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from mothertongue.languages import you_prompt
 from mothertongue.models import WHICH, load_model  # noqa: F401  (chat.load_model: older import path)
 
 HELP = ("commands: /reset  /system TEXT  /style NAME  /preset greedy|beam|sample  /save FILE  "
@@ -171,12 +172,12 @@ def repl(session: ChatSession, inp=sys.stdin, out=sys.stdout) -> None:
             except ImportError:
                 pass
             try:
-                line = input("du> ")
+                line = input(you_prompt(session.language))
             except EOFError:
                 break
         else:
             if interactive:
-                out.write("du> ")
+                out.write(you_prompt(session.language))
                 out.flush()
             line = inp.readline()
             if not line:

@@ -228,9 +228,10 @@ class EvaluateConfig(Strict):
     compare_base: bool = Field(True, description="Also score the untuned base model on the same prompts.")
     max_prompts: int | None = Field(None, gt=0, description="Score at most this many held-out prompts.")
     train_sample: int = Field(100, ge=0, description="Also measure recall on this many training examples.")
-    suites: list[str] = Field(
-        default_factory=lambda: ["de", "en"],
-        description="Prompt suites for fidelity and behaviour: shipped names (de, en) or .jsonl / .txt files.",
+    suites: list[str] | None = Field(
+        None,
+        description="Prompt suites for fidelity and behaviour: shipped names (de, en) or .jsonl / .txt files; "
+        "default: the target language's shipped suite (if there is one) and en.",
     )
     suite_max_prompts: int | None = Field(
         24, gt=0, description="Use at most this many prompts of each suite (keeps the quickstart fast); null: all."

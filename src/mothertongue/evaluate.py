@@ -25,7 +25,14 @@ from pathlib import Path
 from mothertongue.config import Recipe
 from mothertongue.conversation import Conversation, DataError, read_conversations, write_jsonl
 from mothertongue.metrics.reference import chrf, exact_match  # noqa: F401  (kept importable from here)
-from mothertongue.metrics.suites import Item, find_file, load_suite, read_parallel, read_texts
+from mothertongue.metrics.suites import (
+    Item,
+    find_file,
+    load_suite,
+    read_parallel,
+    read_texts,
+    shipped_suites,
+)
 from mothertongue.runs import RunDir, StageError, atomic_write_json
 
 REFERENCE_SETS = ("held-out", "train")
@@ -36,6 +43,14 @@ def _item(conv: Conversation, system_prompt: str | None) -> Item:
     if system_prompt and msgs[0]["role"] != "system":
         msgs.insert(0, {"role": "system", "content": system_prompt})
     return Item(conv.id, msgs[:-1], msgs[-1]["content"], conv.lang)
+
+
+def suites_for(recipe: Recipe) -> list[str]:
+    """The prompt suites to score: the recipe's, else the target language's shipped one and English."""
+    if recipe.evaluate.suites is not None:
+        return recipe.evaluate.suites
+    shipped = shipped_suites()
+    return [s for s in dict.fromkeys([recipe.language.lower(), "en"]) if s in shipped]
 
 
 def build_sets(recipe: Recipe, run: RunDir) -> tuple[dict[str, list[Item]], list[str], dict]:
@@ -55,7 +70,7 @@ def build_sets(recipe: Recipe, run: RunDir) -> tuple[dict[str, list[Item]], list
     sets = {"held-out": [_item(c, sys_prompt) for c in test], "train": [_item(c, sys_prompt) for c in sample]}
     info = {name: {"kind": "reference", "source": f"{data.name}/{'test' if name == 'held-out' else 'train'}.jsonl"} for name in sets}
     base_dir = Path(recipe.base_dir)
-    for spec in cfg.suites:
+    for spec in suites_for(recipe):
         name, items = load_suite(spec, base_dir)
         items = items[: cfg.suite_max_prompts] if cfg.suite_max_prompts else items
         if sys_prompt:

@@ -34,7 +34,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mothertongue.runs import StageError, atomic_write_json
+from mothertongue.languages import greeting
+from mothertongue.runs import RunDir, StageError, atomic_write_json
 
 FORMATS = ("merged", "gguf", "ct2")
 # Types convert_hf_to_gguf.py writes itself; others are made from an f16 file by llama-quantize.
@@ -55,7 +56,7 @@ def probe_prompts(run_dir: Path, n: int = 3) -> list[list[dict]]:
                     out.append([{"role": "user", "content": msgs[0]["content"]}])
                 if len(out) >= n:
                     return out
-    return out or [[{"role": "user", "content": "Hallo! Wie geht es dir?"}]]
+    return out or [[{"role": "user", "content": greeting(RunDir(Path(run_dir)).language())}]]
 
 
 def _greedy(model, tokenizer, stop_ids, prompts, max_new_tokens: int = 32) -> list[str]:
@@ -155,7 +156,7 @@ def to_ctranslate2(merged_dir: Path, out_dir: Path, quantization: str = "int8", 
 
     tok = AutoTokenizer.from_pretrained(out_dir)
     stop_ids = stop_token_ids(tok, read_template_info(merged_dir).get("end_of_turn"))
-    prompts = prompts or [[{"role": "user", "content": "Hallo! Wie geht es dir?"}]]
+    prompts = prompts or [[{"role": "user", "content": greeting(read_template_info(merged_dir).get("language") or "en")}]]
     gen = ctranslate2.Generator(str(out_dir), device="cpu")
     batch = [tok.convert_ids_to_tokens(prompt_ids(tok, p)) for p in prompts]
     results = gen.generate_batch(batch, max_length=max_new_tokens, sampling_topk=1, beam_size=1,
@@ -463,7 +464,7 @@ def to_gguf(merged_dir: Path, out_file: Path, qtype: str = "q8_0", llama_cpp: st
         raise StageError(f"{out_file}: GGUF without tensors or without the chat template")
 
     # The reference: the merged model, greedy, on the same prompts.
-    prompts = prompts or [[{"role": "user", "content": "Hallo! Wie geht es dir?"}]]
+    prompts = prompts or [[{"role": "user", "content": greeting(read_template_info(merged_dir).get("language") or "en")}]]
     n_forced = 16
     ref_tok = AutoTokenizer.from_pretrained(merged_dir)
     end_of_turn = read_template_info(merged_dir).get("end_of_turn")

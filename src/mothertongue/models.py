@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mothertongue.config import Recipe, TinyModelConfig
 from mothertongue.errors import StageError
+from mothertongue.languages import default_language
 from mothertongue.precision import (  # noqa: F401  (re-exported: training imports them from here)
     CPU_BF16_MIN_HIDDEN,
     cpu_has_bf16,
@@ -170,7 +171,7 @@ class ModelInfo:
     def language(self) -> str:
         """The run's target language; English (what every phrase table falls back to) when the
         folder does not say."""
-        return (self.recipe.language if self.recipe else None) or self.template.get("language") or "en"
+        return default_language(self.recipe, self.template)
 
     @property
     def system_prompt(self) -> str | None:

@@ -216,6 +216,14 @@ class RunDir:
     def recipe_or_none(self) -> Recipe | None:
         return self.load_recipe() if self.resolved_path.exists() else None
 
+    def language(self) -> str:
+        """The run's target language (its recipe's; English when the folder does not say)."""
+        from mothertongue.languages import default_language
+
+        info = self.tuned_dir / self.TEMPLATE_INFO
+        template = json.loads(info.read_text(encoding="utf-8")) if info.exists() else {}
+        return default_language(self.recipe_or_none(), template)
+
     def save_recipe(self, recipe: Recipe) -> None:
         save_resolved(recipe, self.resolved_path)
 

@@ -96,7 +96,7 @@ class Engine:
     thread-safe on one model, and one batched forward pass beats several competing ones)."""
 
     def __init__(self, model, tokenizer, stop_ids, chat_cfg, cfg, name: str, system: str | None,
-                 language: str = "de"):
+                 language: str = "en"):
         self.model, self.tokenizer, self.stop_ids = model, tokenizer, stop_ids
         self.language = language
         self.chat_cfg, self.cfg, self.name, self.system = chat_cfg, cfg, name, system
