@@ -93,3 +93,13 @@ def test_unreadable_source_is_one_line(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text(f"run_dir: {tmp_path / 'run'}\ningest:\n  sources:\n    - path: d.txt\n      format: text\n")
     _one_line_error(mt("ingest", str(p)), "d.txt", "Permission denied")
+
+
+def test_bad_options_fail_before_any_model_loads(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()  # not a run: the option checks come first
+    _one_line_error(mt("chat", str(run), "--preset", "nosuch", "-p", "x"), "unknown preset 'nosuch'")
+    _one_line_error(mt("chat", str(run), "--max-new-tokens", "-5", "-p", "x"), "--max-new-tokens must be > 0")
+    _one_line_error(mt("serve", str(run), "--port", "99999"), "--port must be between 0 and 65535")
+    _one_line_error(mt("chat", str(tmp_path / "nope")), "run directory not found")
+    _one_line_error(mt("chat", str(run), "-p", "x"), "neither a run directory")

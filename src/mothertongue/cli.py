@@ -15,6 +15,8 @@ from pathlib import Path
 
 import typer
 
+from mothertongue.errors import UsageError
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -50,6 +52,8 @@ def validate(recipe: str = RECIPE, overrides: list[str] = OVERRIDES) -> None:
     from mothertongue.runs import stages_for
 
     r = _recipe(recipe, overrides)
+    if Path(r.run_dir).exists() and not Path(r.run_dir).is_dir():
+        raise UsageError(f"run_dir {r.run_dir} is a file, not a folder; set run_dir to a folder")
     typer.echo(f"{recipe}: ok (stages: {' -> '.join(stages_for(r))}; run dir {r.run_dir})")
 
 
@@ -184,9 +188,14 @@ def chat(
 ) -> None:
     """Talk to a tuned model: a multi-turn REPL, one answer with --prompt, or prompts piped on stdin."""
     from mothertongue.chat import ChatSession, repl
+    from mothertongue.generation import generation_kwargs
 
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
+    if max_new_tokens is not None and max_new_tokens <= 0:
+        raise UsageError(f"--max-new-tokens must be > 0, got {max_new_tokens}")
+    if preset is not None:
+        generation_kwargs(preset)  # an unknown preset fails here, before the model loads
     which = "base" if base else "merged" if merged else "tuned"
     session = ChatSession(Path(run_dir), which, preset, system, max_new_tokens, style=style)
     if prompt is not None:
@@ -213,6 +222,8 @@ def serve(
 
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
+    if port is not None and not 0 <= port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {port}")
     run_server(Path(run_dir), "base" if base else "merged" if merged else "tuned", host, port, api_key, name)
 
 

@@ -29,6 +29,10 @@ class StageError(MothertongueError, RuntimeError):
     """A stage cannot run; the message says what to do."""
 
 
+class UsageError(MothertongueError, ValueError):
+    """A command-line option or setting has a value that cannot work."""
+
+
 class UnknownName(MothertongueError, KeyError):
     """A name that no registry knows (format, engine, exporter, stage, ...)."""
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mothertongue.errors import UsageError
+
 PRESETS = {
     "greedy": {"do_sample": False, "num_beams": 1},
     "beam": {"do_sample": False},  # num_beams and no_repeat_ngram_size come from the chat config
@@ -28,7 +30,7 @@ class Reply:
 
 def generation_kwargs(preset: str, chat_cfg=None, max_new_tokens: int = 256) -> dict:
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        raise UsageError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     kw = dict(PRESETS[preset], max_new_tokens=max_new_tokens)
     if preset == "beam":
         kw["num_beams"] = chat_cfg.num_beams if chat_cfg else 4

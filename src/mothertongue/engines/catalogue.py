@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mothertongue.errors import RecipeError
+
 # ISO 639-1 -> FLORES-200 (NLLB-200).
 NLLB_CODES = {
     "af": "afr_Latn", "am": "amh_Ethi", "ar": "arb_Arab", "az": "azj_Latn", "be": "bel_Cyrl",
@@ -100,7 +102,7 @@ class Family:
         """The token/code this family uses for a language (None: the family needs none)."""
         if not self.supports(lang):
             known = {"nllb": NLLB_CODES, "mbart50": MBART50_CODES, "m2m100": M2M100_LANGS}.get(self.name, ())
-            raise ValueError(
+            raise RecipeError(
                 f"{self.name} has no code for language {lang!r}; known: {', '.join(sorted(known))}"
             )
         if self.name == "nllb":

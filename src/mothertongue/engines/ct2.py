@@ -22,6 +22,7 @@ from pydantic import Field
 from mothertongue.engines import Engine, EngineOptions, resolve_family
 from mothertongue.engines.catalogue import FAMILIES
 from mothertongue.engines.hf import length_batches
+from mothertongue.errors import RecipeError
 
 
 class CTranslate2Options(EngineOptions):
@@ -90,7 +91,7 @@ class CTranslate2Engine(Engine):
             from transformers import AutoTokenizer
 
             if spec is None:
-                raise ValueError(f"{self.model} is a CTranslate2 model; set translate.options.tokenizer (a path, chars or whitespace)")
+                raise RecipeError(f"{self.model} is a CTranslate2 model; set translate.options.tokenizer (a path, chars or whitespace)")
             self.tok = AutoTokenizer.from_pretrained(spec)
 
     def tokenize(self, text: str) -> list[str]:

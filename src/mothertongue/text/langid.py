@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from mothertongue.errors import RecipeError
 from mothertongue.text.protect import strip_protected
 from mothertongue.text.segment import has_letters
 
@@ -39,7 +40,7 @@ class LangId:
         if languages:
             unknown = sorted(set(languages) - lingua_codes())
             if unknown:
-                raise ValueError(f"language id does not know {', '.join(unknown)}; known: {', '.join(sorted(lingua_codes()))}")
+                raise RecipeError(f"translate.detect_languages: language id does not know {', '.join(unknown)}; known: {', '.join(sorted(lingua_codes()))}")
             if len(set(languages)) < 2:
                 languages = None  # a one-language detector always answers that language
         self.languages = tuple(sorted(set(languages))) if languages else None
