@@ -291,3 +291,29 @@ def test_run_dir_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "run").write_text("not a folder")
     one_line_error(mt("ingest", p), "run_dir", "is a file")
     assert (tmp_path / "run").read_text() == "not a folder"
+
+
+def test_write_folder_is_complete_or_absent(tmp_path):
+    """The untuned base is saved this way: a kill after the config but before the weights leaves
+    no `base_model/` that later runs would take as saved."""
+    from mothertongue.runs import write_folder
+
+    dest = tmp_path / "base_model"
+
+    def killed_half_way(folder: Path) -> None:
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        raise Killed
+
+    with pytest.raises(Killed):
+        write_folder(dest, killed_half_way)
+    assert not dest.exists()
+
+    def whole(folder: Path) -> None:
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        (folder / "model.safetensors").write_bytes(b"weights")
+
+    write_folder(dest, whole)
+    assert sorted(p.name for p in dest.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base_model"]

@@ -185,14 +185,14 @@ def mix_items(recipe: Recipe, run: RunDir, instr: list[tuple[str, list[dict]]]) 
     return chosen, report, raw_text
 
 
-def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
-    data = run.data_dir(recipe, "build")
+def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
+    data = rundir.data_dir(recipe, "build")
     train = read_conversations(data / "train.jsonl")
     dev = read_conversations(data / "dev.jsonl")
     test = read_conversations(data / "test.jsonl")
     if not train:
         raise DataError(f"{data / 'train.jsonl'}: no training conversations; check ingest's report")
-    parts, mix_report, raw_text = mix_items(recipe, run, conversation_items(train, recipe))
+    parts, mix_report, raw_text = mix_items(recipe, rundir, conversation_items(train, recipe))
     dev_items = conversation_items(dev, recipe)
     everything = [m for items in parts.values() for _, m in items] + [m for _, m in dev_items]
     everything += [m for _, m in conversation_items(test, recipe)]
@@ -215,7 +215,7 @@ def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
     tokenizer.save_pretrained(tok_dir)
     info = {"template": tmpl.name, "end_of_turn": tmpl.end_of_turn, "language": recipe.language,
             "system_prompt": mix.base_system_prompt(recipe.build, recipe.language), "styles": recipe.build.styles}
-    (tok_dir / "mothertongue_template.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
+    (tok_dir / RunDir.TEMPLATE_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False))
     n_tokens = sum(len(r["input_ids"]) for r in train_rows)
     n_trained = sum(sum(1 for x in r["labels"] if x != IGNORE) for r in train_rows)
     for part in realised.values():

@@ -154,14 +154,14 @@ def score_model(model, tokenizer, stop_ids, sets: dict[str, list[Item]], recipe:
     return scores, gens
 
 
-def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
+def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     from mothertongue.metrics.fidelity import FidelityJudge
     from mothertongue.metrics.report import format_table, write_html, write_markdown
     from mothertongue.models import load_model
 
     cfg = recipe.evaluate
     started = time.time()
-    sets, ppl_texts, info = build_sets(recipe, run)
+    sets, ppl_texts, info = build_sets(recipe, rundir)
     try:
         lid = FidelityJudge(recipe.language, cfg.fidelity_languages, cfg.min_letters)
     except ValueError as e:
@@ -172,7 +172,7 @@ def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
     all_gens = []
     which = ["base", "tuned"] if cfg.compare_base else ["tuned"]
     for w in which:
-        model, tok, stop, _ = load_model(run.root, w, trust_remote_code=recipe.train.trust_remote_code)
+        model, tok, stop, _ = load_model(rundir.root, w, trust_remote_code=recipe.train.trust_remote_code)
         scores, gens = score_model(model, tok, stop, sets, recipe, lid, ppl_texts)
         if cfg.benchmarks:
             from mothertongue.metrics.benchmarks import run_benchmarks

@@ -41,7 +41,7 @@ FORMATS = ("merged", "gguf", "ct2")
 # Types convert_hf_to_gguf.py writes itself; others are made from an f16 file by llama-quantize.
 GGUF_DIRECT = ("f32", "f16", "bf16", "q8_0", "tq1_0", "tq2_0")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-                   "chat_template.jinja", "mothertongue_template.json", "generation_config.json")
+                   "chat_template.jinja", RunDir.TEMPLATE_INFO, "generation_config.json")
 
 
 def probe_prompts(run_dir: Path, n: int = 3) -> list[list[dict]]:
@@ -111,9 +111,9 @@ def merge(run_dir: Path, out_dir: Path, push_to_hub: str | None = None, max_new_
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    src_info = run_dir / "train" / "model" / "mothertongue_template.json"
+    src_info = RunDir(run_dir).tuned_dir / RunDir.TEMPLATE_INFO
     if src_info.exists():
-        shutil.copy(src_info, tmp / "mothertongue_template.json")
+        shutil.copy(src_info, tmp / RunDir.TEMPLATE_INFO)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
 
@@ -530,7 +530,7 @@ def export(run_dir: Path, out: Path | None = None, formats: tuple[str, ...] = ("
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise StageError(f"unknown export format {bad[0]!r}; choose from {', '.join(FORMATS)}")
-    if not (run_dir / "train" / "model_info.json").exists():
+    if not RunDir(run_dir).model_info_path.exists():
         raise StageError(f"{run_dir}: no finished train stage (train/model_info.json); train first")
     out = Path(out) if out else run_dir / "export"
     out.mkdir(parents=True, exist_ok=True)

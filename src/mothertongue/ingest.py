@@ -194,7 +194,7 @@ def _write(path: Path, records: list) -> None:
         f.writelines(line(r) for r in records)
 
 
-def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
+def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     # Millions of long-lived small objects make the cyclic GC rescan the heap over and over
     # (a third of the time at 1M records); ingest creates no cycles worth collecting.
     enabled = gc.isenabled()

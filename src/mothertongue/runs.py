@@ -150,6 +150,21 @@ def manifest_intact(stage_dir: Path, manifest: dict | None) -> bool:
     return True
 
 
+def write_folder(dest: Path, write: Callable[[Path], Any]) -> Path:
+    """Create the folder `dest` with `write(tmp)` into a temporary folder and a rename, so it is
+    complete or absent, never half written (a kill while writing leaves only `dest.tmp`, which
+    the next call replaces). An existing `dest` is kept as it is."""
+    dest = Path(dest)
+    if dest.is_dir():
+        return dest
+    tmp = dest.with_name(dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    write(tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
 def file_signature(path: Path) -> str:
     """Content hash of a file or folder (size+mtime for very large files)."""
     h = hashlib.sha256()

@@ -28,7 +28,7 @@ from mothertongue.models import (
     read_template_info,
     stop_token_ids,
 )
-from mothertongue.runs import RunDir, atomic_write_json
+from mothertongue.runs import RunDir, atomic_write_json, write_folder
 
 
 def last_complete_checkpoint(ckpt_dir: Path, is_main: bool = True) -> str | None:
@@ -119,8 +119,8 @@ def fit(recipe: Recipe, run: RunDir, out: Path):
         # Built from the seed, so every rank (and every resume) gets the very same weights; the
         # main process keeps them for the before/after comparison.
         model = load_base_model(recipe, tokenizer)
-        if is_main and not (base_dir / "config.json").exists():
-            model.save_pretrained(base_dir)
+        if is_main:
+            write_folder(base_dir, model.save_pretrained)
         if cfg.adapter == "qlora":  # quantization happens at load time: reload from disk
             _wait_for(base_dir / "model.safetensors")
             model = load_base_model(recipe, tokenizer, path=str(base_dir))
@@ -178,9 +178,9 @@ def fit(recipe: Recipe, run: RunDir, out: Path):
     state.wait_for_everyone()
     if state.is_main_process:
         tokenizer.save_pretrained(model_dir)
-        if (tok_dir / "mothertongue_template.json").exists():
-            shutil.copy(tok_dir / "mothertongue_template.json", model_dir / "mothertongue_template.json")
-        save_resolved(recipe, model_dir / "mothertongue_recipe.yaml")
+        if (tok_dir / RunDir.TEMPLATE_INFO).exists():
+            shutil.copy(tok_dir / RunDir.TEMPLATE_INFO, model_dir / RunDir.TEMPLATE_INFO)
+        save_resolved(recipe, model_dir / RunDir.RECIPE_COPY)
         hyper = _hyperparameters(recipe, trainer, info.get("template"))
         write_card(recipe, model_dir / "README.md", summary, hyper)
         atomic_write_json(out / "loss.json", history)
@@ -193,7 +193,7 @@ def fit(recipe: Recipe, run: RunDir, out: Path):
             "trust_remote_code": cfg.trust_remote_code,
             "method": cfg.method,
         }
-        atomic_write_json(out / "model_info.json", model_info)
+        atomic_write_json(out / RunDir.MODEL_INFO, model_info)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return trainer, summary
 
@@ -231,8 +231,8 @@ def _wait_for(path: Path, timeout_s: float = 600) -> None:
         time.sleep(0.5)
 
 
-def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
-    trainer, summary = fit(recipe, run, out)
+def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
+    trainer, summary = fit(recipe, rundir, out)
     if not trainer.accelerator.is_main_process:
         # Under `accelerate launch` every rank runs the stage; only the main one may write the
         # manifest and move train.partial into place, so the others stop here, successfully.
