@@ -280,7 +280,8 @@ def ls_engines() -> None:
 @ls_app.command("languages")
 def ls_languages() -> None:
     """Language codes mothertongue knows (phrase table, language detector, MT catalogue)."""
-    from mothertongue.languages import detector_codes, english_name, known_codes, lang
+    from mothertongue.language_codes import detector_codes, known_codes
+    from mothertongue.languages import english_name, lang
 
     detect = detector_codes()
     for code in sorted(known_codes()):

@@ -10,7 +10,6 @@ directory you run the command from.
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +18,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mothertongue.errors import RecipeError  # noqa: F401  (raised and re-exported here)
+from mothertongue.language_codes import check_language_codes
+from mothertongue.overrides import (  # noqa: F401  (format_validation_error: re-exported)
+    format_validation_error,
+    parse_overrides,
+    set_dotted,
+)
 
 
 class Strict(BaseModel):
@@ -313,7 +318,7 @@ class Recipe(Strict):
     def _check(self) -> Recipe:
         if not self.language or len(self.language) > 12:
             raise ValueError("language must be a language code such as 'de'")
-        check_language_codes(self)
+        check_language_codes(self)  # languages.py: table, detector and MT catalogue
         return self
 
     def resolve_path(self, p: str) -> Path:
@@ -324,105 +329,7 @@ class Recipe(Strict):
         return self.model_dump(mode="json", exclude={"base_dir"})
 
 
-def check_language_codes(recipe: Recipe) -> None:
-    """Every language code must be one the languages table, the detector or the MT catalogue
-    knows, so a typo fails `validate` instead of the translate or evaluate stage. A target
-    language nobody knows is accepted when the recipe brings its own MT model for it."""
-    from mothertongue.languages import detector_codes, is_known, unknown_code_message
-
-    t = recipe.translate
-    own_model = bool(t.model) or any(k.lower().endswith("-" + recipe.language.lower()) for k in t.models)
-    if not is_known(recipe.language) and not own_model:
-        raise ValueError(unknown_code_message("language", recipe.language))
-    for field, code in (("translate.source_lang", t.source_lang), ("translate.pivot", t.pivot)):
-        if code and not is_known(code):
-            raise ValueError(unknown_code_message(field, code))
-    detector = detector_codes()
-    for field, codes in (("translate.detect_languages", t.detect_languages or []),
-                         ("evaluate.fidelity_languages", recipe.evaluate.fidelity_languages)):
-        for code in codes:
-            if code.lower() not in detector:
-                raise ValueError(unknown_code_message(field, code, detector).replace(
-                    "unknown language code", "the language detector does not know"))
-
-
 # ------------------------------------------------------------------------- loading
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names valid at a location inside the recipe, to suggest close matches."""
-    cur: Any = model
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in cur.model_fields:
-            return []
-        ann = cur.model_fields[part].annotation
-        args = getattr(ann, "__args__", ())
-        cur = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
-    if isinstance(cur, type) and issubclass(cur, BaseModel):
-        return list(cur.model_fields)
-    return []
-
-
-def format_validation_error(err: ValidationError, prefix: str = "") -> str:
-    lines = []
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        dotted = prefix + ".".join(str(p) for p in loc) if loc else prefix.rstrip(".") or "recipe"
-        if e["type"] == "extra_forbidden":
-            names = _fields_at(Recipe, loc) if not prefix else []
-            close = difflib.get_close_matches(str(loc[-1]), names, n=2, cutoff=0.6)
-            hint = f" (did you mean {' or '.join(dotted.rsplit('.', 1)[0] + '.' + c if '.' in dotted else c for c in close)}?)" if close else ""
-            known = f"; known keys here: {', '.join(names)}" if names and not close else ""
-            lines.append(f"unknown key {dotted}{hint}{known}")
-        elif e["type"] == "value_error" and not loc:
-            # A check across fields: its message names the fields itself.
-            lines.append(e["msg"].removeprefix("Value error, "))
-        else:
-            msg = e["msg"]
-            msg = msg[0].lower() + msg[1:] if msg else msg
-            lines.append(f"{dotted}: {msg.replace('input should be', 'must be')}")
-    return "; ".join(lines)
-
-
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    cur: Any = data
-    for i, part in enumerate(parts[:-1]):
-        if isinstance(cur, list):
-            try:
-                cur = cur[int(part)]
-                continue
-            except (ValueError, IndexError):
-                raise RecipeError(f"override {dotted}: no list item {part!r}") from None
-        if part not in cur or cur[part] is None:
-            cur[part] = {}
-        cur = cur[part]
-        if not isinstance(cur, (dict, list)):
-            raise RecipeError(f"override {dotted}: {'.'.join(parts[: i + 1])} is not a section")
-    last = parts[-1]
-    if isinstance(cur, list):
-        try:
-            cur[int(last)] = value
-        except (ValueError, IndexError):
-            raise RecipeError(f"override {dotted}: no list item {last!r}") from None
-    else:
-        cur[last] = value
-
-
-def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
-    out = []
-    for o in overrides or []:
-        if "=" not in o:
-            raise RecipeError(f"override {o!r} must look like stage.field=value")
-        key, raw = o.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        out.append((key.strip(), value))
-    return out
-
-
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
     if not path.exists():
@@ -449,11 +356,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if base_dir is None or not Path(str(base_dir)).is_absolute():
         base_dir = str(path.parent.resolve())
     for key, value in parse_overrides(overrides):
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     try:
         recipe = Recipe.model_validate({**data, "base_dir": str(base_dir)})
     except ValidationError as e:
-        raise RecipeError(f"{path}: {format_validation_error(e)}") from None
+        raise RecipeError(f"{path}: {format_validation_error(e, root=Recipe)}") from None
     return recipe
 
 

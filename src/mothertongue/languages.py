@@ -344,36 +344,6 @@ def known_styles(code: str) -> list[str]:
     return sorted(set(LANGS["en"].styles) | set(entry.styles if entry else {}))
 
 
-# --------------------------------------------------------------------- known codes
-def detector_codes() -> frozenset[str]:
-    """ISO 639-1 codes the language detector (lingua) can recognise."""
-    from lingua import Language
-
-    return frozenset(lang.iso_code_639_1.name.lower() for lang in Language.all())
-
-
-def known_codes() -> frozenset[str]:
-    """Every code some part of mothertongue knows: this table, the detector, the MT catalogue."""
-    from mothertongue.engines.catalogue import M2M100_LANGS, MBART50_CODES, NLLB_CODES
-
-    return frozenset(LANGS) | frozenset(ALIASES) | detector_codes() | set(NLLB_CODES) | set(MBART50_CODES) | M2M100_LANGS
-
-
-def is_known(code: str) -> bool:
-    c = code.lower()
-    return c in known_codes() or c.split("-")[0] in known_codes()
-
-
-def unknown_code_message(field: str, code: str, known: frozenset[str] | None = None) -> str:
-    import difflib
-
-    known = known or known_codes()
-    close = difflib.get_close_matches(code.lower(), known, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    return (f"{field}: unknown language code {code!r}; {hint}use an ISO 639-1 code such as de, fr, pt "
-            "(`mothertongue ls languages` lists them)")
-
-
 def default_language(recipe=None, template_info: dict | None = None) -> str:
     """The language a run speaks: its recipe's, else the model folder's template info, else English
     (the language every phrase table falls back to)."""

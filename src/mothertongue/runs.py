@@ -376,6 +376,8 @@ def run_stage(recipe: Recipe, name: str, force: bool = False,
         if _is_main() and not row.resumable:
             shutil.rmtree(partial, ignore_errors=True)
         raise
+    if not _is_main():  # only rank 0 commits (train's other ranks stop inside the stage)
+        return StageResult(partial, False, summary)
     manifest = {
         "stage": name,
         "fingerprint": fp,
