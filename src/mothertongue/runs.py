@@ -3,7 +3,7 @@
     runs/quickstart/
       recipe.resolved.yaml      the recipe as run (overrides applied, base folder recorded)
       ingest/ translate/ build/ train/ evaluate/     one folder per stage
-        manifest.json           written last: lists every file; a folder without it is not complete
+        manifest.json           written last: lists every file; a folder without it, or missing a file it lists, is not complete
 
     path, skipped, summary = run_stage(recipe, "build")
 
@@ -137,17 +137,12 @@ def list_files(folder: Path) -> dict[str, int]:
 
 
 def manifest_intact(stage_dir: Path, manifest: dict | None) -> bool:
-    """True when every file the manifest lists is there with its size (manifests from before
-    the file list count as intact)."""
+    """True when every file the manifest lists is there (manifests from before the file list
+    count as intact). Sizes are recorded but not compared: a file edited on purpose (a
+    hand-fixed preference file) still counts; a file gone means a half-deleted folder."""
     if manifest is None:
         return False
-    for rel, size in (manifest.get("files") or {}).items():
-        try:
-            if (stage_dir / rel).stat().st_size != size:
-                return False
-        except OSError:
-            return False
-    return True
+    return all((stage_dir / rel).is_file() for rel in manifest.get("files") or {})
 
 
 def write_folder(dest: Path, write: Callable[[Path], Any]) -> Path:
