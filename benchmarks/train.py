@@ -142,7 +142,7 @@ def one_run(which: str, n: int, out_dir: Path) -> dict:
         precision = "fp32"
     else:
         from mothertongue.config import TrainConfig
-        from mothertongue.training.setup import build_trainer
+        from mothertongue.training.trainers import build_trainer
 
         recipe = Recipe(train=TrainConfig(adapter="lora", lora_r=64, lora_alpha=128, epochs=1, batch_size=4,
                                           learning_rate=2e-4, logging_steps=5, save_steps=10**6))
@@ -158,7 +158,7 @@ def one_run(which: str, n: int, out_dir: Path) -> dict:
     trainer.train()
     elapsed = time.perf_counter() - t0
     if which == "ours":
-        from mothertongue.training.setup import after_training
+        from mothertongue.training.trainers import after_training
 
         after_training(trainer.model)
     real_tokens = sum(len(r[0]) for r in rows)

@@ -122,6 +122,7 @@ def warm_base(built, tmp_path_factory) -> Path:
     return out / "model"
 
 
+@pytest.mark.slow
 def test_lora_moves_only_adapter_and_reloads_same_logits(built, warm_base, tmp_path):
     import torch
     import yaml
@@ -168,6 +169,7 @@ def test_lora_moves_only_adapter_and_reloads_same_logits(built, warm_base, tmp_p
     assert (out / "loss.png").exists() and list((out / "tensorboard").rglob("events.out.tfevents*"))
 
 
+@pytest.mark.slow
 def test_full_sft_learns_the_task(built, tmp_path):
     """Default batching and precision (padding-free, bf16 autocast where the CPU has it)."""
     import torch
@@ -217,6 +219,7 @@ def _margins(model, tok, pairs) -> list[float]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["dpo", "orpo"])
 def test_preference_margin_grows(built, warm_base, tmp_path, method):
     """DPO starts, as it is meant to, from a model that already answers (briefly SFT-trained);
@@ -301,6 +304,7 @@ def _summary(root: Path) -> dict:
     return json.loads((root / "run" / "train" / "manifest.json").read_text())["summary"]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted(built, tmp_path):
     import signal
     import subprocess
@@ -335,6 +339,7 @@ def test_kill_and_resume_matches_uninterrupted(built, tmp_path):
     assert abs(resumed["final_loss"] - straight["final_loss"]) <= 0.05 * straight["final_loss"] + 0.01
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_single_process(built, tmp_path):
     import subprocess
     import sys
@@ -368,7 +373,7 @@ def _tiny_trainer(tmp_path, overrides: dict, n: int = 8, gqa: int | None = None)
     from mothertongue.build import encode
     from mothertongue.config import Recipe, TinyModelConfig, TrainConfig
     from mothertongue.models import build_tiny_model, train_tiny_tokenizer
-    from mothertongue.training.setup import build_trainer
+    from mothertongue.training.trainers import build_trainer
 
     chats = [[{"role": "user", "content": f"Was heißt {en}? " * (1 + i % 4)},
               {"role": "assistant", "content": f"Das heißt {de}. " * (1 + i % 3)}]
@@ -394,8 +399,8 @@ def test_cpu_loss_path_equals_trl(tmp_path, batching, gqa, adapter):
     import torch
     import trl
 
-    from mothertongue.training.attention import NAME
-    from mothertongue.training.setup import after_training
+    from mothertongue.training.cpu.attention import NAME
+    from mothertongue.training.trainers import after_training
 
     padding_free = batching != "padded"
     trainer = _tiny_trainer(tmp_path, {"padding_free": padding_free, "packing": batching == "packing",
@@ -404,6 +409,7 @@ def test_cpu_loss_path_equals_trl(tmp_path, batching, gqa, adapter):
     assert base.config.num_key_value_heads == (gqa or 4)
     model = trainer.model
     assert (base.config._attn_implementation == NAME) == padding_free
+    assert trainer.cpu_loss  # the CPU loss is what is compared
     batch = next(iter(trainer.get_train_dataloader()))
     if padding_free:  # one row holding several examples (4, or however many a pack holds)
         assert batch["input_ids"].shape[0] == 1 and len(batch["cu_seq_lens_q"]) >= 3
@@ -424,13 +430,14 @@ def test_cpu_loss_path_equals_trl(tmp_path, batching, gqa, adapter):
         torch.testing.assert_close(g_ours[n], g_ref[n], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_lora_bf16_on_cpu_keeps_frozen_base_in_bf16(tmp_path):
     """bf16 autocast on CPU: frozen base stored in bf16, adapters in float32; the loss falls, and
     afterwards the model runs without autocast and the saved adapter reproduces it."""
     import torch
     from peft import PeftModel
 
-    from mothertongue.training.setup import after_training
+    from mothertongue.training.trainers import after_training
 
     trainer = _tiny_trainer(tmp_path, {"precision": "bf16", "learning_rate": 0.01, "epochs": 30, "logging_steps": 5,
                                        "save_steps": 10**6}, n=16)
@@ -477,7 +484,7 @@ def test_varlen_attention_in_bf16_matches_float32(monkeypatch, heads, kv_heads):
     import torch
     import torch.nn.functional as F
 
-    from mothertongue.training import attention
+    from mothertongue.training.cpu import attention
 
     monkeypatch.setattr(attention, "SHORT", 40)
     lengths = [7, 40, 41, 90, 1, 33]  # both sides of the threshold, and a one-token example
@@ -518,8 +525,8 @@ def test_fused_lora_on_cpu_equals_peft(tmp_path):
     import torch
     from peft.tuners.lora.layer import Linear
 
-    from mothertongue.training import lora_cpu
-    from mothertongue.training.setup import after_training
+    from mothertongue.training.cpu import lora as lora_cpu
+    from mothertongue.training.trainers import after_training
 
     trainer = _tiny_trainer(tmp_path, {"precision": "bf16", "lora_alpha": 16}, gqa=2)
     model = trainer.model
@@ -551,3 +558,50 @@ def test_fused_lora_on_cpu_equals_peft(tmp_path):
     assert lora_cpu.use_fused(model)
     after_training(model)
     assert not any("forward" in m.__dict__ for m in layers)
+
+
+def _assert_stock_path(trainer) -> None:
+    """Nothing of training/cpu is in use: TRL's loss, stock SDPA, PEFT's own LoRA layers in float32."""
+    import torch
+    import trl
+    from peft.tuners.lora.layer import Linear
+
+    model = trainer.model
+    assert not trainer.cpu_loss
+    assert model.get_base_model().config._attn_implementation == "sdpa"
+    layers = [m for m in model.modules() if isinstance(m, Linear)]
+    assert layers and not any("forward" in m.__dict__ for m in layers)
+    assert all(m.cast_input_dtype_enabled for m in layers)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    batch = next(iter(trainer.get_train_dataloader()))
+    model.train()
+    ours = trainer.compute_loss(model, dict(batch))
+    assert torch.equal(ours, trl.SFTTrainer.compute_loss(trainer, model, dict(batch)))
+
+
+def test_cpu_kernels_off_is_the_stock_path(tmp_path):
+    trainer = _tiny_trainer(tmp_path, {"precision": "bf16", "cpu_kernels": "off"})
+    assert trainer.args.bf16
+    _assert_stock_path(trainer)
+
+
+@pytest.mark.parametrize("change", ["private name gone", "untested version"])
+def test_version_guard_falls_back_to_the_stock_path(tmp_path, monkeypatch, capsys, change):
+    """When the libraries no longer have what the CPU kernels lean on, training goes the stock way
+    (and says why) instead of breaking or computing something else."""
+    import transformers.masking_utils
+
+    from mothertongue.training import cpu
+
+    if change == "private name gone":
+        monkeypatch.delattr(transformers.masking_utils, "AttentionMaskInterface")
+        reason = "transformers.masking_utils.AttentionMaskInterface is gone"
+    else:
+        monkeypatch.setitem(cpu.VERSIONS, "trl", ("0.1", "1.0"))
+        reason = "outside the tested range"
+    monkeypatch.setattr(cpu, "_told", set())
+    trainer = _tiny_trainer(tmp_path, {"precision": "bf16"})
+    assert reason in capsys.readouterr().out
+    _assert_stock_path(trainer)
+    trainer.train()  # and it trains
+    assert trainer.state.global_step == 2

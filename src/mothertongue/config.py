@@ -211,6 +211,11 @@ class TrainConfig(Strict):
         "native bf16 (AVX512-BF16/AMX), else fp32. Weights stay fp32 on CPU.",
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward (less memory, ~30% slower).")
+    cpu_kernels: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: on CPU, the faster SFT loss, per-example attention and fused LoRA layers of "
+        "training/cpu (stock path if the installed TRL/Transformers/PEFT changed what they use); off: stock path.",
+    )
     trust_remote_code: bool = Field(False, description="Run model code from the hub. Off unless you trust it.")
 
 

@@ -98,8 +98,9 @@ def fit(recipe: Recipe, run: RunDir, out: Path):
     in-memory model next to what was saved."""
     from transformers import AutoTokenizer
 
+    from mothertongue.training.args import learning_rate
     from mothertongue.training.card import write_card
-    from mothertongue.training.setup import after_training, build_trainer, learning_rate
+    from mothertongue.training.trainers import after_training, build_trainer
 
     # Before the trainer exists the process group may not be up yet: rank from the launcher's env.
     is_main = int(os.environ.get("RANK", "0")) == 0

@@ -1,6 +1,7 @@
-"""Helpers of the train stage (`mothertongue.train`): data loading, trainer setup, model card.
+"""Parts of the train stage (`mothertongue.train`): data loading, trainer arguments, trainers, model card,
+and CPU kernels (`training/cpu`).
 
     mothertongue train recipes/quickstart.yaml
 
-Split out of train.py so each file stays readable; nothing here runs on its own.
+Nothing here runs on its own.
 """
