@@ -605,3 +605,94 @@ def test_version_guard_falls_back_to_the_stock_path(tmp_path, monkeypatch, capsy
     _assert_stock_path(trainer)
     trainer.train()  # and it trains
     assert trainer.state.global_step == 2
+
+
+def test_half_saved_base_model_is_saved_again(built, tmp_path):
+    """A kill after the base model's config but before its weights left `base_model/` broken for
+    good (only config.json was checked); now a folder without complete weights is redone."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mothertongue.models import build_tiny_model
+
+    root, path = fresh(built, tmp_path)
+    recipe = load(path, ["train.max_steps=1"])
+    broken = root / "run" / "train.partial" / "base_model"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text(json.dumps({"model_type": "llama"}))  # what the kill left
+    (_, summary), out = fit(recipe, root)
+    assert not (out / "base_model.tmp").exists()
+    saved = AutoModelForCausalLM.from_pretrained(out / "base_model", dtype=torch.float32, use_safetensors=True)
+    tok = AutoTokenizer.from_pretrained(root / "run" / "build" / "tokenizer")
+    want = build_tiny_model(recipe.tiny_model, tok, recipe.seed).state_dict()
+    got = saved.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def _save_small_model(folder: Path, safe: bool) -> Path:
+    """A small Llama saved as safetensors, or as a pickle checkpoint the way older tools wrote them."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=128)
+    model = LlamaForCausalLM(config)
+    if safe:
+        model.save_pretrained(folder)
+    else:  # transformers 5 writes safetensors only
+        config.save_pretrained(folder)
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    return folder
+
+
+@pytest.mark.parametrize("case", ["missing folder", "empty folder", "a file", "not a model folder",
+                                  "hub id while offline", "pickle-only model", "pickle-only adapter"])
+def test_unusable_base_model_is_a_one_line_error(built, tmp_path, case):
+    from mothertongue.runs import StageError
+
+    root, path = fresh(built, tmp_path)
+    where = tmp_path / "base"
+    if case == "missing folder":
+        name, match = where, "base_model: no such folder"
+    elif case == "empty folder":
+        where.mkdir()
+        name, match = where, "is an empty folder"
+    elif case == "a file":
+        where.write_text("x")
+        name, match = where, "is a file"
+    elif case == "not a model folder":
+        where.mkdir()
+        (where / "notes.txt").write_text("x")
+        name, match = where, "has no config.json"
+    elif case == "hub id while offline":  # conftest sets HF_HUB_OFFLINE=1
+        name, match = "acme-nonexistent/tiny-model", "hub is offline"
+    elif case == "pickle-only model":
+        name, match = _save_small_model(where, safe=False), "pytorch_model.bin: the model has only pickle weights"
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        base = _save_small_model(tmp_path / "adapter_base", safe=True)
+        from transformers import AutoModelForCausalLM
+
+        peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=2, task_type="CAUSAL_LM"))
+        peft_model.save_pretrained(where, safe_serialization=False)
+        name, match = where, "adapter_model.bin: the adapter has only pickle weights"
+    with pytest.raises(StageError, match=match) as e:
+        fit(load(path, [f"base_model={name}", "train.max_steps=1"]), root)
+    assert not list((root / "run" / "train.partial").glob("checkpoints/*"))
+    assert "\n" not in str(e.value)
+    if "pickle" in case:
+        assert "train.allow_pickle: true" in str(e.value)
+
+
+def test_pickle_base_model_loads_when_allowed(built, tmp_path):
+    from mothertongue.models import load_base_model
+    from mothertongue.runs import StageError
+
+    root, path = fresh(built, tmp_path)
+    folder = _save_small_model(tmp_path / "pickled", safe=False)
+    tok = __import__("transformers").AutoTokenizer.from_pretrained(root / "run" / "build" / "tokenizer")
+    with pytest.raises(StageError, match="pickle"):
+        load_base_model(load(path, [f"base_model={folder}"]), tok)
+    model = load_base_model(load(path, [f"base_model={folder}", "train.allow_pickle=true"]), tok)
+    assert model.config.hidden_size == 32

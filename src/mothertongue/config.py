@@ -217,6 +217,10 @@ class TrainConfig(Strict):
         "training/cpu (stock path if the installed TRL/Transformers/PEFT changed what they use); off: stock path.",
     )
     trust_remote_code: bool = Field(False, description="Run model code from the hub. Off unless you trust it.")
+    allow_pickle: bool = Field(
+        False, description="Also load a base model or adapter stored as pickle (.bin, .pt) rather than "
+        "safetensors. Pickle files can run code when loaded: only for files you trust.",
+    )
 
 
 # --------------------------------------------------------------------- evaluate, chat

@@ -113,19 +113,28 @@ def load_base_model(recipe: Recipe, tokenizer, path: str | None = None):
         return build_tiny_model(recipe.tiny_model, tokenizer, recipe.seed)
     from transformers import AutoModelForCausalLM
 
+    from mothertongue.runs import StageError
+    from mothertongue.weights import check_base_model, first_line
+
+    name = path or recipe.base_model
+    allow_pickle = recipe.train.allow_pickle
+    check_base_model(name, allow_pickle)
     kwargs = {}
     if recipe.train.adapter == "qlora":
         import os
 
         kwargs["quantization_config"] = quantization_config(recipe)
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    model = AutoModelForCausalLM.from_pretrained(
-        path or recipe.base_model,
-        dtype=pick_dtype(recipe.train.precision),
-        trust_remote_code=recipe.train.trust_remote_code,
-        use_safetensors=True,
-        **kwargs,
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name,
+            dtype=pick_dtype(recipe.train.precision),
+            trust_remote_code=recipe.train.trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+            **kwargs,
+        )
+    except OSError as e:  # the hub unreachable, a file missing from the folder or the hub repo
+        raise StageError(f"base_model: cannot load {name}: {first_line(e)}") from None
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     return model

@@ -16,6 +16,7 @@ in `train/base_model/` so the before/after comparison uses the very same model.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -48,6 +49,22 @@ def last_complete_checkpoint(ckpt_dir: Path, is_main: bool = True) -> str | None
             print(f"[train] ignoring incomplete checkpoint {d.name} (interrupted while saving)")
             shutil.rmtree(d, ignore_errors=True)
     return None
+
+
+def saved_model_complete(folder: Path) -> bool:
+    """Whether `folder` holds a whole saved model: its config and every weight file it names."""
+    if not (folder / "config.json").exists():
+        return False
+    if (folder / "model.safetensors").exists():
+        return True
+    index = folder / "model.safetensors.index.json"
+    if not index.exists():
+        return False
+    try:
+        shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+    except (OSError, ValueError, KeyError):
+        return False
+    return all((folder / s).exists() for s in shards)
 
 
 def plot_loss(history: list[dict], path: Path) -> None:
@@ -121,6 +138,8 @@ def fit(recipe: Recipe, run: RunDir, out: Path):
         # main process keeps them for the before/after comparison.
         model = load_base_model(recipe, tokenizer)
         if is_main:
+            if base_dir.exists() and not saved_model_complete(base_dir):
+                shutil.rmtree(base_dir)  # half written by a version that saved in place: redo it
             write_folder(base_dir, model.save_pretrained)
         if cfg.adapter == "qlora":  # quantization happens at load time: reload from disk
             _wait_for(base_dir / "model.safetensors")
