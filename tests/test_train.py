@@ -313,7 +313,8 @@ def test_kill_and_resume_matches_uninterrupted(built, tmp_path):
 
     from helpers import run_recipe
 
-    args = ["train.epochs=40", "train.save_steps=20", "train.logging_steps=10"]  # 120 steps
+    # 120 steps; logging every 7 so that a resume (at a multiple of 20) falls between two log lines
+    args = ["train.epochs=40", "train.save_steps=20", "train.logging_steps=7"]
     root, path = fresh(built, tmp_path / "killed")
     cmd = [sys.executable, "-m", "mothertongue", "train", str(path), *args]
     proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -337,6 +338,16 @@ def test_kill_and_resume_matches_uninterrupted(built, tmp_path):
     assert straight["resumed_from"] is None
     assert resumed["steps"] == straight["steps"] == 120
     assert abs(resumed["final_loss"] - straight["final_loss"]) <= 0.05 * straight["final_loss"] + 0.01
+    # The loss curve too: every log line (loss, grad norm, learning rate, token count and accuracy)
+    # as the uninterrupted run wrote it, the ones right after the resume included. Timings, and the
+    # closing summary (mean loss of the last process's steps), describe the process that wrote them.
+    timing = ("train_runtime", "train_tokens_per_second")
+    curves = [[{k: v for k, v in h.items() if k not in timing} for h in
+               json.loads((r / "run" / "train" / "loss.json").read_text()) if "train_loss" not in h]
+              for r in (root, ref_root)]
+    assert len(curves[0]) == len(curves[1]) == 1 + 120 // 7  # step 1, then every 7th
+    for got, want in zip(*curves):
+        assert got == pytest.approx(want, rel=1e-5), (got, want)
 
 
 @pytest.mark.slow

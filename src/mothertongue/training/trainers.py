@@ -3,6 +3,7 @@
     mothertongue train RECIPE train.method=sft|dpo|orpo|cpt train.adapter=full|lora|qlora
 
 The training loop is TRL's (SFTTrainer, DPOTrainer, ORPOTrainer). The subclasses here add:
+- a loss curve that a resume does not change (the logging accumulators travel in the checkpoint);
 - embeddings and LM head on their own learning rate (`train.train_embeddings`), for every method;
 - for SFT on CPU, the loss from `training/cpu/loss.py` (`train.cpu_kernels`, see `training/cpu`).
 `build_trainer` sets a trainer up for a recipe (PEFT adapter, CPU kernels); `after_training` undoes
@@ -11,16 +12,85 @@ the training-only settings before the model is saved or used.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from peft import LoraConfig, prepare_model_for_kbit_training
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import DPOTrainer, SFTTrainer
 from trl.experimental.orpo import ORPOTrainer
 from trl.kernels.chunked_logprob import _use_triton
 
 from mothertongue.config import Recipe
+from mothertongue.runs import atomic_write_json
 from mothertongue.training import cpu
 from mothertongue.training.args import learning_rate, make_args
+
+
+class ResumableLogging:
+    """Mixin for a transformers Trainer: each checkpoint also keeps what has been accumulated since
+    the last log line (the summed loss, TRL's per-step metrics, its token count), and a resumed run
+    starts from it. Without this a run resumed between two logging steps logs, at the next one, the
+    mean over the steps since the resume only, and TRL's token count restarts from zero: the loss
+    curve differs from an uninterrupted run's although the weights are the same. Written before
+    the checkpoint's trainer_state.json, which marks a checkpoint complete."""
+
+    LOGGING_STATE = "mothertongue_logging.json"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._resumed_logging: dict | None = None
+        self.add_callback(_RestoreLogging(self))
+
+    def _save_checkpoint(self, model, trial):
+        if self.args.should_save and hasattr(self, "_tr_loss") and hasattr(self, "_globalstep_last_logged"):
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            state = {
+                "global_step": self.state.global_step,
+                "tr_loss": float(self._tr_loss),
+                "last_logged": self._globalstep_last_logged,
+                "metrics": {m: dict(v) for m, v in getattr(self, "_metrics", {}).items()},
+                "stored_metrics": {m: dict(v) for m, v in getattr(self, "_stored_metrics", {}).items()},
+                "total_train_tokens": getattr(self, "_total_train_tokens", None),
+            }
+            atomic_write_json(folder / self.LOGGING_STATE, state)
+        super()._save_checkpoint(model, trial)
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        state = None
+        if isinstance(resume_from_checkpoint, str):
+            path = Path(resume_from_checkpoint) / self.LOGGING_STATE
+            state = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        self._resumed_logging = state
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def restore_logging(self) -> None:
+        """Put the accumulators back as they were when the resumed checkpoint was saved."""
+        state, self._resumed_logging = self._resumed_logging, None
+        if not state or state["global_step"] != self.state.global_step:
+            return
+        self._tr_loss.fill_(state["tr_loss"])
+        self._globalstep_last_logged = state["last_logged"]
+        for attr, key in (("_metrics", "metrics"), ("_stored_metrics", "stored_metrics")):
+            held = getattr(self, attr, None)
+            for mode, values in state[key].items():
+                if held is not None and mode in held:
+                    held[mode].clear()
+                    held[mode].update(values)
+        if state["total_train_tokens"] is not None and hasattr(self, "_total_train_tokens"):
+            self._total_train_tokens = state["total_train_tokens"]
+
+
+class _RestoreLogging(TrainerCallback):
+    """Calls `restore_logging` once the training loop has reset its accumulators."""
+
+    def __init__(self, trainer: ResumableLogging):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.restore_logging()
 
 
 class EmbeddingLearningRate:
@@ -55,7 +125,7 @@ class EmbeddingLearningRate:
         return opt
 
 
-class MothertongueSFTTrainer(EmbeddingLearningRate, SFTTrainer):
+class MothertongueSFTTrainer(ResumableLogging, EmbeddingLearningRate, SFTTrainer):
     """TRL's SFTTrainer; with `cpu_loss` set, the training loss on CPU in one process comes from
     `training.cpu.loss.sft_loss` (trained positions only, LM head fused in) instead of TRL's CPU
     path, which scores every position. Evaluation, GPUs, multi-process runs and MoE auxiliary
@@ -73,12 +143,14 @@ class MothertongueSFTTrainer(EmbeddingLearningRate, SFTTrainer):
         return sft_loss(self, model, inputs, num_items_in_batch)
 
 
-class MothertongueDPOTrainer(EmbeddingLearningRate, DPOTrainer):
-    """TRL's DPOTrainer, with embeddings and LM head on their own learning rate when asked."""
+class MothertongueDPOTrainer(ResumableLogging, EmbeddingLearningRate, DPOTrainer):
+    """TRL's DPOTrainer, with embeddings and LM head on their own learning rate when asked, and
+    the same loss curve whether or not the run was resumed."""
 
 
-class MothertongueORPOTrainer(EmbeddingLearningRate, ORPOTrainer):
-    """TRL's ORPOTrainer, with embeddings and LM head on their own learning rate when asked."""
+class MothertongueORPOTrainer(ResumableLogging, EmbeddingLearningRate, ORPOTrainer):
+    """TRL's ORPOTrainer, with embeddings and LM head on their own learning rate when asked, and
+    the same loss curve whether or not the run was resumed."""
 
 
 TRAINERS = {"sft": MothertongueSFTTrainer, "cpt": MothertongueSFTTrainer, "dpo": MothertongueDPOTrainer,
