@@ -657,8 +657,11 @@ def _save_small_model(folder: Path, safe: bool) -> Path:
 
 
 @pytest.mark.parametrize("case", ["missing folder", "empty folder", "a file", "not a model folder",
-                                  "hub id while offline", "pickle-only model", "pickle-only adapter"])
-def test_unusable_base_model_is_a_one_line_error(built, tmp_path, case):
+                                  "hub id while offline", "hub id without network", "pickle-only model",
+                                  "pickle-only adapter"])
+def test_unusable_base_model_is_a_one_line_error(built, tmp_path, monkeypatch, case):
+    from huggingface_hub import constants
+
     from mothertongue.runs import StageError
 
     root, path = fresh(built, tmp_path)
@@ -677,6 +680,11 @@ def test_unusable_base_model_is_a_one_line_error(built, tmp_path, case):
         name, match = where, "has no config.json"
     elif case == "hub id while offline":  # conftest sets HF_HUB_OFFLINE=1
         name, match = "acme-nonexistent/tiny-model", "hub is offline"
+    elif case == "hub id without network":  # online mode, and a hub endpoint where nothing listens
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+        name, match = "acme-nonexistent/tiny-model", "the hub cannot be reached"
     elif case == "pickle-only model":
         name, match = _save_small_model(where, safe=False), "pytorch_model.bin: the model has only pickle weights"
     else:

@@ -4,8 +4,8 @@
     require_safetensors(Path("runs/x/train/model"), "adapter", "train.allow_pickle: true")
 
 A model is a local folder or a hub id. A folder must exist, hold something and be a Hugging Face
-model (config.json) or PEFT adapter (adapter_config.json). A hub id needs the network unless the
-model is in the local cache. Weights load as safetensors only: a pickle checkpoint (.bin, .pt, ...)
+model (config.json) or PEFT adapter (adapter_config.json). A hub id needs the hub to be reachable
+(and not switched off with HF_HUB_OFFLINE=1) unless the model is in the local cache. Weights load as safetensors only: a pickle checkpoint (.bin, .pt, ...)
 can run code when it is loaded, so one is refused unless the user opts in (`train.allow_pickle`).
 """
 
@@ -78,11 +78,35 @@ def check_base_model(name: str, allow_pickle: bool = False, field: str = "base_m
         return
     if looks_like_path(name):
         raise StageError(f"{field}: no such folder {name}")
-    if hub_offline() and not in_hub_cache(name):
+    if in_hub_cache(name):
+        return
+    if hub_offline():
         raise StageError(
             f"{field}: {name} is not a local folder and not in the Hugging Face cache, and the hub is offline "
             "(HF_HUB_OFFLINE=1); give a local folder, or download it once with the hub reachable"
         )
+    unreachable = hub_unreachable()
+    if unreachable:  # say so now, not after the hub client's retries (about a minute)
+        raise StageError(
+            f"{field}: {name} is not a local folder and not in the Hugging Face cache, and the hub cannot be "
+            f"reached ({unreachable}); give a local folder, or download it once with the hub reachable"
+        )
+
+
+def hub_unreachable(timeout_s: float = 5.0) -> str | None:
+    """Why the hub endpoint (HF_ENDPOINT) cannot be connected to, or None when it can."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+    except OSError as e:
+        return f"{url.hostname}:{port}: {e.strerror or e}"
+    return None
 
 
 def first_line(e: BaseException) -> str:
