@@ -273,7 +273,7 @@ def test_cpt_trains_embeddings_on_their_own_rate(built, tmp_path):
 def test_qlora_without_cuda_is_a_clear_error(built, tmp_path):
     import torch
 
-    from mothertongue.runs import StageError
+    from mothertongue.errors import StageError
 
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
@@ -662,7 +662,7 @@ def _save_small_model(folder: Path, safe: bool) -> Path:
 def test_unusable_base_model_is_a_one_line_error(built, tmp_path, monkeypatch, case):
     from huggingface_hub import constants
 
-    from mothertongue.runs import StageError
+    from mothertongue.errors import StageError
 
     root, path = fresh(built, tmp_path)
     where = tmp_path / "base"
@@ -705,8 +705,8 @@ def test_unusable_base_model_is_a_one_line_error(built, tmp_path, monkeypatch, c
 
 
 def test_pickle_base_model_loads_when_allowed(built, tmp_path):
+    from mothertongue.errors import StageError
     from mothertongue.models import load_base_model
-    from mothertongue.runs import StageError
 
     root, path = fresh(built, tmp_path)
     folder = _save_small_model(tmp_path / "pickled", safe=False)

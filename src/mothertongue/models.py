@@ -28,6 +28,7 @@ from mothertongue.precision import (  # noqa: F401  (re-exported: training impor
     train_precision,
 )
 from mothertongue.runs import RunDir
+from mothertongue.weights import check_base_model
 
 TINY = "tiny"
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
@@ -113,9 +114,6 @@ def load_base_model(recipe: Recipe, tokenizer, path: str | None = None):
         return build_tiny_model(recipe.tiny_model, tokenizer, recipe.seed)
     from transformers import AutoModelForCausalLM
 
-    from mothertongue.runs import StageError
-    from mothertongue.weights import check_base_model, first_line
-
     name = path or recipe.base_model
     allow_pickle = recipe.train.allow_pickle
     check_base_model(name, allow_pickle)
@@ -134,7 +132,7 @@ def load_base_model(recipe: Recipe, tokenizer, path: str | None = None):
             **kwargs,
         )
     except OSError as e:  # the hub unreachable, a file missing from the folder or the hub repo
-        raise StageError(f"base_model: cannot load {name}: {first_line(e)}") from None
+        raise StageError(f"base_model: cannot load {name}: {_first_line(e)}") from None
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     return model

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mothertongue.runs import StageError
+from mothertongue.errors import StageError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -108,6 +108,3 @@ def hub_unreachable(timeout_s: float = 5.0) -> str | None:
         return f"{url.hostname}:{port}: {e.strerror or e}"
     return None
 
-
-def first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
