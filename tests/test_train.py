@@ -715,3 +715,25 @@ def test_pickle_base_model_loads_when_allowed(built, tmp_path):
         load_base_model(load(path, [f"base_model={folder}"]), tok)
     model = load_base_model(load(path, [f"base_model={folder}", "train.allow_pickle=true"]), tok)
     assert model.config.hidden_size == 32
+
+
+def test_pickle_adapter_in_a_run_is_refused_unless_allowed(built, tmp_path):
+    """PEFT loads `adapter_model.bin` through pickle when no safetensors file is there: loading a
+    run's tuned model refuses that in one line unless asked to allow it."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mothertongue.errors import StageError
+    from mothertongue.models import load_model
+
+    root, path = fresh(built, tmp_path)
+    (_, summary), out = fit(load(path, ["train.adapter=lora", "train.max_steps=1"]), root)
+    shutil.move(str(out), str(root / "run" / "train"))
+    (root / "run" / "train" / "manifest.json").write_text("{}")
+    adapter = root / "run" / "train" / "model"
+    torch.save(load_file(adapter / "adapter_model.safetensors"), adapter / "adapter_model.bin")
+    (adapter / "adapter_model.safetensors").unlink()
+    with pytest.raises(StageError, match="adapter_model.bin: the adapter has only pickle weights"):
+        load_model(root / "run")
+    model, _, _, _ = load_model(root / "run", allow_pickle=True)
+    assert any("lora_A" in n for n, _ in model.named_parameters())

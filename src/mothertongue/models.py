@@ -28,7 +28,7 @@ from mothertongue.precision import (  # noqa: F401  (re-exported: training impor
     train_precision,
 )
 from mothertongue.runs import RunDir
-from mothertongue.weights import check_base_model
+from mothertongue.weights import check_base_model, require_safetensors
 
 TINY = "tiny"
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
@@ -214,7 +214,7 @@ def _place(model):
     return model
 
 
-def _load_run(run: RunDir, which: str, trust_remote_code: bool):
+def _load_run(run: RunDir, which: str, trust_remote_code: bool, allow_pickle: bool = False):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run.require("train", "loading the model")
@@ -238,6 +238,7 @@ def _load_run(run: RunDir, which: str, trust_remote_code: bool):
     elif info.get("adapter") in ("lora", "qlora"):
         from peft import PeftModel
 
+        require_safetensors(tuned, "adapter", "train.allow_pickle: true", allow_pickle)  # PEFT would unpickle a .bin
         model = PeftModel.from_pretrained(base(), tuned)
         if which == "merged":
             model = model.merge_and_unload()
@@ -248,13 +249,13 @@ def _load_run(run: RunDir, which: str, trust_remote_code: bool):
     return model, tokenizer, template
 
 
-def load_model(path: str | Path, which: str = "tuned", trust_remote_code: bool = False):
+def load_model(path: str | Path, which: str = "tuned", trust_remote_code: bool = False, allow_pickle: bool = False):
     """(model, tokenizer, stop_ids, ModelInfo) from a run directory or a model folder.
 
     A run directory gives `tuned` (adapter on base, or the full model), `base` (untuned) or
     `merged` (the LoRA adapter merged into the base in memory: the weights `export` saves).
     A folder with a config.json (e.g. `mothertongue export` output) is loaded as it is.
-    Weights load as safetensors only; model code from the hub runs only with
+    Weights load as safetensors only (a pickle-only adapter too, unless `allow_pickle`); model code from the hub runs only with
     `trust_remote_code`, which the caller takes from the user's recipe or flag, never from
     files in the folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -266,7 +267,7 @@ def load_model(path: str | Path, which: str = "tuned", trust_remote_code: bool =
         raise StageError(f"{path}: not a folder; give a run directory or an exported model folder")
     run = RunDir(path)
     if run.is_run():
-        model, tokenizer, template = _load_run(run, which, trust_remote_code)
+        model, tokenizer, template = _load_run(run, which, trust_remote_code, allow_pickle)
         info = ModelInfo(path, which, "run", template, run.recipe_or_none())
     elif (path / "config.json").exists():
         template = read_template_info(path)
