@@ -172,10 +172,10 @@ def test_gate_checks_language_length_and_repetition():
     r = Recipe(language="de")
     lid = LangId(None)
     src = "The weather is very nice today and we are going for a long walk."
-    assert gate(src, "Das Wetter ist heute sehr schön und wir machen einen langen Spaziergang.", "de", r, lid) == []
-    assert "language" in gate(src, "The weather is very nice today and we are going for a long walk.", "de", r, lid)
-    assert gate(src, "Das Wetter.", "de", r, lid) == ["length_ratio"]
-    assert "repetition" in gate(src, "Das Wetter ist ist ist ist ist schön und wir gehen jetzt spazieren.", "de", r, lid)
+    assert gate(src, "Das Wetter ist heute sehr schön und wir machen einen langen Spaziergang.", "de", r.translate, lid) == []
+    assert "language" in gate(src, "The weather is very nice today and we are going for a long walk.", "de", r.translate, lid)
+    assert gate(src, "Das Wetter.", "de", r.translate, lid) == ["length_ratio"]
+    assert "repetition" in gate(src, "Das Wetter ist ist ist ist ist schön und wir gehen jetzt spazieren.", "de", r.translate, lid)
 
 
 def _rows(db: Path) -> int:

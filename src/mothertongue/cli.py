@@ -123,11 +123,12 @@ def mt_bench(
     beam_size: int = typer.Option(1, "--beam-size", help="Beam size (1: greedy)."),
     limit: int = typer.Option(None, "--limit", help="Use only the first N lines."),
     options: list[str] = typer.Option(None, "--option", "-o", help="Engine option key=value (repeat)."),
+    batch_tokens: int = typer.Option(4096, "--batch-tokens", min=1, help="Token budget per batch (translate.batch_tokens)."),
 ) -> None:
     """Score MT models on your parallel data: BLEU, chrF (sacreBLEU) and speed, side by side."""
     from mothertongue.mtbench import bench, format_table
 
-    rows = bench(data, models, src, tgt, engine=engine, beam_size=beam_size, limit=limit, options=options)
+    rows = bench(data, models, src, tgt, engine=engine, beam_size=beam_size, limit=limit, options=options, batch_tokens=batch_tokens)
     typer.echo(format_table(rows))
 
 

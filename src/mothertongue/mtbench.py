@@ -4,7 +4,8 @@
         -m transformers:facebook/nllb-200-distilled-600M --limit 500
 
 The file has one `source<TAB>reference` per line. Each candidate translates every source with the
-engine named before its colon (default `--engine`), and the table shows sacreBLEU BLEU and chrF
+engine named before its colon (default `--engine`) under the token budget `--batch-tokens` (as
+`translate.batch_tokens` in a recipe), and the table shows sacreBLEU BLEU and chrF
 against the references, with segments/s and target tokens/s (sacreBLEU's 13a tokens), side by side.
 """
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 from mothertongue.conversation import DataError
+from mothertongue.engines import DEFAULT_BATCH_TOKENS
 
 
 def read_parallel(path: str | Path, limit: int | None = None) -> tuple[list[str], list[str]]:
@@ -48,7 +50,8 @@ def _options(pairs: list[str] | None) -> dict:
 
 
 def bench(data, models: list[str], src: str, tgt: str, engine: str = "ctranslate2", beam_size: int = 1,
-          limit: int | None = None, options: list[str] | None = None, device: str = "auto") -> list[dict]:  # fmt: skip
+          limit: int | None = None, options: list[str] | None = None, device: str = "auto",
+          batch_tokens: int = DEFAULT_BATCH_TOKENS) -> list[dict]:  # fmt: skip
     """One row per candidate: model, engine, BLEU, chrF, segments/s, tokens/s, seconds."""
     import sacrebleu
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
@@ -60,7 +63,7 @@ def bench(data, models: list[str], src: str, tgt: str, engine: str = "ctranslate
     rows = []
     for spec in models:
         name, model = spec.split(":", 1) if spec.split(":", 1)[0] in ENGINES else (engine, spec)
-        eng = load_engine(name, model, device, opts)
+        eng = load_engine(name, model, device, opts, batch_tokens=batch_tokens)
         eng.translate(srcs[:2], src, tgt, beam_size)  # warm-up, not timed
         t0 = time.perf_counter()
         hyps = eng.translate(srcs, src, tgt, beam_size)
@@ -72,7 +75,7 @@ def bench(data, models: list[str], src: str, tgt: str, engine: str = "ctranslate
             "bleu": round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2),
             "chrf": round(sacrebleu.corpus_chrf(hyps, [refs]).score, 2),
             "segments_per_s": round(len(srcs) / secs, 2), "tokens_per_s": round(ntok / secs, 1),
-            "seconds": round(secs, 2), "segments": len(srcs),
+            "seconds": round(secs, 2), "segments": len(srcs), "batch_tokens": eng.batch_tokens,
         })  # fmt: skip
     return rows
 

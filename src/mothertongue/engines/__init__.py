@@ -4,13 +4,15 @@
     eng = load_engine("ctranslate2", "Helsinki-NLP/opus-mt-en-de", device="cpu", options={})
     eng.translate(["Hello world."], "en", "de", beam_size=1)
 
-An engine wraps one model. It tokenizes (`count_tokens`, for segmentation and token-budget
-batches), translates a list of segments for one language pair, and says which settings change
-its output (`settings_key`, part of the translation-memory key).
+An engine wraps one model. It tokenizes (`count_tokens`, for segmentation), cuts work into
+batches under its token budget (`batches`; `batch_tokens` is a constructor argument, the
+recipe's `translate.batch_tokens`), translates a list of segments for one language pair, and
+says which settings change its output (`settings_key`, part of the translation-memory key).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -33,6 +35,24 @@ ENGINES.register(
 )  # fmt: skip
 
 
+DEFAULT_BATCH_TOKENS = 4096
+
+
+def length_batches(lengths: list[int], budget: int, beam_size: int = 1) -> list[list[int]]:
+    """Indices sorted by length (longest first), cut so rows*beam*max_len stays within budget."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, cur = [], []
+    for i in order:
+        width = max([lengths[j] for j in cur] + [lengths[i]])
+        if cur and (len(cur) + 1) * width * beam_size > budget:
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
 class EngineOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -43,7 +63,10 @@ class Engine:
     name = "engine"
     Options: type[EngineOptions] = EngineOptions
 
-    def __init__(self, model: str, device: str = "auto", options: dict[str, Any] | None = None, family: str | None = None):
+    def __init__(
+        self, model: str, device: str = "auto", options: dict[str, Any] | None = None, family: str | None = None,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    ):  # fmt: skip
         from mothertongue.config import RecipeError
 
         try:
@@ -52,6 +75,9 @@ class Engine:
             from mothertongue.config import format_validation_error
 
             raise RecipeError(f"translate.options ({self.name}): {format_validation_error(e)}") from None
+        if batch_tokens <= 0:
+            raise RecipeError(f"translate.batch_tokens must be > 0, got {batch_tokens}")
+        self.batch_tokens = batch_tokens
         self.model = model
         self.device = resolve_device(device)
         self.family = family
@@ -64,15 +90,25 @@ class Engine:
         raise NotImplementedError
 
     def translate(self, texts: list[str], src: str, tgt: str, beam_size: int = 1) -> list[str]:
+        """Translations of texts, in order; batched internally with `batches` (one call per batch
+        when the texts already are one batch, as the translate stage passes them)."""
         raise NotImplementedError
+
+    def batches(self, texts: list[str], beam_size: int = 1, count: Callable[[str], int] | None = None) -> list[list[int]]:
+        """Indices of texts, longest first, cut so rows x beam x longest stays within batch_tokens."""
+        count = count or self.count_tokens
+        return length_batches([count(t) for t in texts], self.batch_tokens, beam_size)
 
     def settings_key(self, beam_size: int) -> str:
         """Engine name plus the settings that change its output (translation-memory key)."""
         return f"{self.name}:beam{beam_size}"
 
 
-def load_engine(name: str, model: str, device: str = "auto", options: dict | None = None, family: str | None = None) -> Engine:
-    return ENGINES.get(name)(model, device=device, options=options, family=family)
+def load_engine(
+    name: str, model: str, device: str = "auto", options: dict | None = None, family: str | None = None,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+) -> Engine:  # fmt: skip
+    return ENGINES.get(name)(model, device=device, options=options, family=family, batch_tokens=batch_tokens)
 
 
 def resolve_family(model: str, family: str | None) -> str:

@@ -19,9 +19,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from mothertongue.engines import Engine, EngineOptions, resolve_family
+from mothertongue.engines import Engine, EngineOptions, length_batches, resolve_family
 from mothertongue.engines.catalogue import FAMILIES
-from mothertongue.engines.hf import length_batches
 from mothertongue.errors import RecipeError
 
 
@@ -67,7 +66,6 @@ def convert(model: str, quantization: str, cache_dir: str | None = None) -> Path
 class CTranslate2Engine(Engine):
     name = "ctranslate2"
     Options = CTranslate2Options
-    batch_tokens = 4096
 
     def _load(self) -> None:
         import ctranslate2

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from mothertongue.engines import Engine, EngineOptions, resolve_family
+from mothertongue.engines import Engine, EngineOptions, length_batches, resolve_family
 from mothertongue.engines.catalogue import FAMILIES
 from mothertongue.precision import torch_dtype
 
@@ -32,25 +32,9 @@ class TransformersOptions(EngineOptions):
     )
 
 
-def length_batches(lengths: list[int], budget: int, beam_size: int = 1) -> list[list[int]]:
-    """Indices sorted by length (longest first), cut so rows*beam*max_len stays within budget."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches, cur = [], []
-    for i in order:
-        width = max([lengths[j] for j in cur] + [lengths[i]])
-        if cur and (len(cur) + 1) * width * beam_size > budget:
-            batches.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        batches.append(cur)
-    return batches
-
-
 class TransformersEngine(Engine):
     name = "transformers"
     Options = TransformersOptions
-    batch_tokens = 4096
 
     def _load(self) -> None:
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tm (
@@ -21,6 +22,28 @@ CREATE TABLE IF NOT EXISTS tm (
   PRIMARY KEY (engine, model, src, tgt, source)
 )
 """
+
+
+class LegLike(Protocol):
+    src: str
+    tgt: str
+    model: str
+
+
+class LegMemory:
+    """The rows of one route leg under one engine setting: the memory key is built here, once."""
+
+    def __init__(self, memory: Memory, settings: str, leg: LegLike):
+        self.memory = memory
+        self.key = (settings, leg.model, leg.src, leg.tgt)
+
+    def get(self, sources: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """source -> (target, status) for the sources already translated."""
+        return self.memory.get_many(*self.key, sources)
+
+    def put(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        """Store (source, target, status) rows in one transaction."""
+        self.memory.put_many(*self.key, rows)
 
 
 class Memory:
@@ -51,6 +74,10 @@ class Memory:
                 "INSERT OR REPLACE INTO tm (engine, model, src, tgt, source, target, status) VALUES (?,?,?,?,?,?,?)",
                 [(engine, model, src, tgt, s, t, st) for s, t, st in rows],
             )
+
+    def for_leg(self, settings: str, leg: LegLike) -> LegMemory:
+        """The store of one leg (`settings`: the engine's `settings_key`, e.g. "ctranslate2:beam1")."""
+        return LegMemory(self, settings, leg)
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM tm").fetchone()[0]

@@ -1,0 +1,193 @@
+"""Translate, step 3 (assembly): put translated messages together from the memory and write them.
+
+    python -c "from mothertongue.translate.assemble import assemble; help(assemble)"
+
+Each unit's `Doc` is rendered with its segments' translations (through every leg of its route),
+so code, URLs and markup come back byte-for-byte. A record with a flagged segment, or whose
+translated text the detector says is not in the target language, goes to `flagged.jsonl` (and
+out of the data unless translate.keep_flagged). Writes `{train,dev,test}.jsonl`, `pairs.jsonl`,
+`parallel.jsonl` and `flagged.jsonl` into the stage folder and returns the report's counts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from mothertongue.conversation import Conversation, DataError, Message, PreferencePair, write_jsonl
+from mothertongue.engines.catalogue import Leg
+from mothertongue.engines.memory import Memory
+from mothertongue.runs import StageError
+from mothertongue.text.langid import LangId, lingua_codes
+from mothertongue.translate.plan import SPLITS, Plan, RecordKey, TextKey
+
+
+def lookup(
+    plan: Plan, memory: Memory, legs: list[Leg]
+) -> Callable[[set[str]], dict[str, tuple[str, str]]]:
+    """segments -> {segment: (translation, status)} through every leg of a route, from the memory."""
+
+    def resolve(segs: set[str]) -> dict[str, tuple[str, str]]:
+        cur = {s: (s, "ok") for s in segs}
+        for leg in legs:
+            got = plan.store(memory, leg).get({v for v, _ in cur.values()})
+            nxt = {}
+            for s, (v, st) in cur.items():
+                if v not in got:
+                    raise StageError(
+                        f"segment missing from the translation memory ({leg.src}->{leg.tgt}): {v[:60]!r}; rerun without --shard"
+                    )
+                tv, tst = got[v]
+                nxt[s] = (tv, st if st.startswith("flagged") else tst)
+            cur = nxt
+        return cur
+
+    return resolve
+
+
+def assemble(plan: Plan, memory: Memory, out: Path) -> dict:
+    t = plan.recipe.translate
+    tgt = plan.target
+    check = LangId(None) if t.quality_gate and tgt in lingua_codes() else None
+    segs_by_src: dict[str, set[str]] = defaultdict(set)
+    for u in plan.units:
+        if plan.routes[u.src]:
+            segs_by_src[u.src].update(u.doc.segments())
+    table = {src: lookup(plan, memory, plan.routes[src])(segs) for src, segs in segs_by_src.items()}
+    new_text: dict[TextKey, str] = {}
+    src_lang: dict[TextKey, str] = {}
+    flags: dict[RecordKey, list[str]] = defaultdict(list)
+    pair_counts: Counter = Counter()
+    passthrough = pivoted = guessed = 0
+    for u in plan.units:
+        src_lang[u.key] = u.src
+        guessed += u.guessed
+        legs = plan.routes[u.src]
+        if not legs:
+            new_text[u.key] = u.text
+            passthrough += 1
+            continue
+        tab = table[u.src]
+        new_text[u.key] = u.doc.render(lambda s, tab=tab: tab[s][0])
+        bad = sorted(
+            {
+                st.split(":", 1)[1]
+                for s in u.doc.segments()
+                if (st := tab[s][1]).startswith("flagged")
+            }
+        )
+        if bad:
+            flags[u.key.record].append(f"{u.key.label}: {','.join(bad)}")
+        elif check is not None and check.is_language(new_text[u.key], tgt) is False:
+            flags[u.key.record].append(f"{u.key.label}: language")
+        pair_counts[f"{u.src}->{tgt}"] += 1
+        pivoted += len(legs) > 1
+    counts, flagged_rows = write(plan, out, new_text, src_lang, flags)
+    return {
+        "target": tgt,
+        "written": counts,
+        "messages_by_pair": dict(pair_counts),
+        "passthrough_messages": passthrough,
+        "pivoted_messages": pivoted,
+        "language_guessed_messages": guessed,
+        "flagged": [
+            {k: r[k] for k in ("kind", "id", "reasons") if k in r}
+            | ({"split": r["split"]} if "split" in r else {})
+            for r in flagged_rows
+        ],
+        "flagged_kept": t.keep_flagged,
+    }
+
+
+def write(
+    plan: Plan,
+    out: Path,
+    new_text: dict[TextKey, str],
+    src_lang: dict[TextKey, str],
+    flags: dict[RecordKey, list[str]],
+) -> tuple[dict[str, int], list[dict]]:
+    """Write the stage's files; returns rows written per file and the flagged records."""
+    t = plan.recipe.translate
+    tgt = plan.target
+    flagged_rows, parallel, counts = [], [], {}
+    for split in SPLITS:
+        kept = []
+        for ci, c in enumerate(plan.convs[split]):
+            rec = RecordKey("conv", split, ci)
+            keys = [TextKey(rec, "messages", mi) for mi in range(len(c.messages))]
+            msgs = [Message(m.role, new_text[k]) for m, k in zip(c.messages, keys)]
+            meta = dict(c.meta)
+            meta["source_messages"] = [m.to_dict() for m in c.messages]
+            meta["source_lang"] = c.lang
+            nc = Conversation(c.id, msgs, tgt, c.source, list(c.tags), meta)
+            reasons = list(flags.get(rec, []))
+            try:
+                nc.validate()
+            except DataError as e:
+                reasons.append(f"invalid after translation: {e}")
+            if reasons:
+                flagged_rows.append(
+                    {
+                        "kind": "conversation",
+                        "split": split,
+                        "id": c.id,
+                        "reasons": reasons,
+                        "record": nc.to_dict(),
+                    }
+                )
+                if not t.keep_flagged:
+                    continue
+            kept.append(nc)
+            if split == "train":
+                for m, tm, k in zip(c.messages, msgs, keys):
+                    if m.content != tm.content:
+                        parallel.append(
+                            {
+                                "src": m.content,
+                                "tgt": tm.content,
+                                "src_lang": m.lang or c.lang or src_lang[k],
+                                "tgt_lang": tgt,
+                                "id": c.id,
+                            }
+                        )
+        counts[split] = write_jsonl(out / f"{split}.jsonl", kept)
+    new_pairs = []
+    for pi, p in enumerate(plan.pairs):
+        rec = RecordKey("pair", "pairs", pi)
+        prompt = [
+            Message(m.role, new_text[TextKey(rec, "prompt", mi)]) for mi, m in enumerate(p.prompt)
+        ]
+        meta = {
+            **p.meta,
+            "source": {
+                "prompt": [m.to_dict() for m in p.prompt],
+                "chosen": p.chosen,
+                "rejected": p.rejected,
+            },
+        }
+        np_ = PreferencePair(
+            p.id,
+            prompt,
+            new_text[TextKey(rec, "chosen")],
+            new_text[TextKey(rec, "rejected")],
+            tgt,
+            p.source,
+            meta,
+        )
+        reasons = list(flags.get(rec, []))
+        try:
+            np_.validate()
+        except DataError as e:
+            reasons.append(f"invalid after translation: {e}")
+        if reasons:
+            flagged_rows.append(
+                {"kind": "pair", "id": p.id, "reasons": reasons, "record": np_.to_dict()}
+            )
+            if not t.keep_flagged:
+                continue
+        new_pairs.append(np_)
+    counts["pairs"] = write_jsonl(out / "pairs.jsonl", new_pairs)
+    counts["parallel"] = write_jsonl(out / "parallel.jsonl", parallel)
+    write_jsonl(out / "flagged.jsonl", flagged_rows)
+    return counts, flagged_rows

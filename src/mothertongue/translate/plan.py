@@ -1,0 +1,202 @@
+"""Translate, step 1 (the plan): read the ingested data, give every message a language, route, segment.
+
+    python -c "from mothertongue.translate.plan import TextKey, RecordKey; print(TextKey(RecordKey('conv', 'train', 0), 'messages', 1).label)"
+
+Every message and preference-pair field becomes a `Unit` addressed by a `TextKey`. Its source
+language comes from the data (message `lang`, else the record's), else `translate.source_lang`,
+else the language detector, message by message; texts too short or too uncertain to tell get
+the dataset's dominant language (counted as guessed in the report). Each language gets a route
+(no legs: already the target; one leg; or two through the pivot) and each unit a segmented `Doc`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from mothertongue.config import Recipe
+from mothertongue.conversation import Conversation, PreferencePair, read_conversations, read_pairs
+from mothertongue.engines import Engine, load_engine
+from mothertongue.engines.catalogue import Leg, route
+from mothertongue.engines.memory import LegMemory, Memory
+from mothertongue.runs import RunDir, StageError
+from mothertongue.text.langid import LangId
+from mothertongue.text.segment import Doc, approx_tokens, has_letters, segment
+
+SPLITS = ("train", "dev", "test")
+UNDETERMINED = "und"
+
+
+class RecordKey(NamedTuple):
+    """One conversation (`kind` "conv", its split) or one preference pair (`kind` "pair")."""
+
+    kind: str
+    split: str  # train/dev/test for conversations; "pairs" for preference pairs
+    index: int
+
+
+class TextKey(NamedTuple):
+    """One text of a record: message i of a conversation, prompt message i, chosen or rejected."""
+
+    record: RecordKey
+    field: str  # "messages", "prompt", "chosen" or "rejected"
+    message: int | None = None
+
+    @property
+    def label(self) -> str:
+        """Where the text is, as the report names it: `train/3/1`, `5/prompt/0`, `5/chosen`."""
+        if self.record.kind == "conv":
+            return f"{self.record.split}/{self.record.index}/{self.message}"
+        tail = f"/{self.message}" if self.message is not None else ""
+        return f"{self.record.index}/{self.field}{tail}"
+
+
+@dataclass
+class Unit:
+    """One message (or pair field) to translate."""
+
+    key: TextKey
+    text: str
+    src: str
+    guessed: bool = False
+    doc: Doc | None = None
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    convs: dict[str, list[Conversation]]
+    pairs: list[PreferencePair]
+    units: list[Unit]
+    routes: dict[str, list[Leg]]  # source language -> legs ([]: already the target)
+    engines: dict[str, Engine] = field(default_factory=dict)  # model -> engine
+    counters: dict[str, Callable[[str], int]] = field(
+        default_factory=dict
+    )  # model -> cached token count
+
+    @property
+    def target(self) -> str:
+        return self.recipe.language
+
+    def store(self, memory: Memory, leg: Leg) -> LegMemory:
+        """The translation memory of one leg, keyed by the settings of the leg's engine."""
+        return memory.for_leg(
+            self.engines[leg.model].settings_key(self.recipe.translate.beam_size), leg
+        )
+
+    def count_tokens(self, model: str) -> Callable[[str], int]:
+        """Token count of the model's tokenizer (cached: segmenting and batching both ask)."""
+        if model not in self.counters:
+            eng = self.engines.get(model)
+            self.counters[model] = cached(eng.count_tokens) if eng else approx_tokens
+        return self.counters[model]
+
+
+def code(lang: str | None) -> str:
+    """`EN`, `en-US`, `en_GB` -> `en` (routes and memory keys use bare ISO 639-1 codes)."""
+    return (lang or "").strip().replace("_", "-").split("-")[0].lower()
+
+
+def read_input(run: RunDir) -> tuple[dict[str, list[Conversation]], list[PreferencePair]]:
+    d = run.require("ingest", "translate")
+    convs = {
+        s: read_conversations(d / f"{s}.jsonl") if (d / f"{s}.jsonl").exists() else []
+        for s in SPLITS
+    }
+    pairs = read_pairs(d / "pairs.jsonl") if (d / "pairs.jsonl").exists() else []
+    return convs, pairs
+
+
+def units_of(convs: dict[str, list[Conversation]], pairs: list[PreferencePair]) -> list[Unit]:
+    units = []
+    for split in SPLITS:
+        for ci, c in enumerate(convs[split]):
+            rec = RecordKey("conv", split, ci)
+            for mi, m in enumerate(c.messages):
+                units.append(Unit(TextKey(rec, "messages", mi), m.content, code(m.lang or c.lang)))
+    for pi, p in enumerate(pairs):
+        rec = RecordKey("pair", "pairs", pi)
+        for mi, m in enumerate(p.prompt):
+            units.append(Unit(TextKey(rec, "prompt", mi), m.content, code(m.lang or p.lang)))
+        units.append(Unit(TextKey(rec, "chosen"), p.chosen, code(p.lang)))
+        units.append(Unit(TextKey(rec, "rejected"), p.rejected, code(p.lang)))
+    return units
+
+
+def assign_languages(units: list[Unit], recipe: Recipe) -> None:
+    """Language from the data, else translate.source_lang, else detected per message; texts the
+    detector cannot tell get the dataset's most common language (counted as guessed)."""
+    t = recipe.translate
+    langid = None
+    for u in units:
+        if u.src:
+            continue
+        if t.source_lang:
+            u.src = code(t.source_lang)
+            continue
+        if not has_letters(u.text):
+            u.src = recipe.language  # numbers, code only: nothing to translate
+            continue
+        langid = langid or LangId(t.detect_languages)
+        lang, _conf = langid.detect(u.text)
+        u.src = lang or UNDETERMINED
+    common = Counter(u.src for u in units if u.src != UNDETERMINED).most_common(1)
+    for u in units:
+        if u.src == UNDETERMINED:
+            u.src, u.guessed = (common[0][0] if common else UNDETERMINED), True
+
+
+def plan_routes(units: list[Unit], recipe: Recipe) -> dict[str, list[Leg]]:
+    """One route per source language; languages with none stop the stage before any work."""
+    t = recipe.translate
+    routes: dict[str, list[Leg] | None] = {}
+    missing: Counter = Counter()
+    for u in units:
+        if u.src not in routes:
+            routes[u.src] = route(u.src, recipe.language, t.family, t.model, t.models, t.pivot)
+        if routes[u.src] is None:
+            missing[u.src] += 1
+    if missing:
+        listed = ", ".join(
+            f"{s}->{recipe.language} ({n} messages)" for s, n in missing.most_common()
+        )
+        raise StageError(
+            f"no translation model for {listed}; nothing was translated. Name one with "
+            f'translate.models={{"{missing.most_common(1)[0][0]}-{recipe.language}": MODEL}}, '
+            f"set translate.model, or pick another translate.family"
+        )
+    return routes  # type: ignore[return-value]
+
+
+def make_plan(recipe: Recipe, run: RunDir, load: bool = True) -> Plan:
+    """Read the input, decide languages and routes (unroutable pairs stop here), segment."""
+    t = recipe.translate
+    convs, pairs = read_input(run)
+    units = units_of(convs, pairs)
+    assign_languages(units, recipe)
+    plan = Plan(recipe, convs, pairs, units, plan_routes(units, recipe))
+    if load:
+        for legs in plan.routes.values():
+            for leg in legs:
+                if leg.model not in plan.engines:
+                    plan.engines[leg.model] = load_engine(
+                        t.engine, leg.model, t.device, t.options, batch_tokens=t.batch_tokens
+                    )
+    for u in units:
+        legs = plan.routes[u.src]
+        if legs:
+            u.doc = segment(u.text, u.src, t.max_segment_tokens, plan.count_tokens(legs[0].model))
+    return plan
+
+
+def cached(fn: Callable[[str], int]) -> Callable[[str], int]:
+    cache: dict[str, int] = {}
+
+    def count(s: str) -> int:
+        if s not in cache:
+            cache[s] = fn(s)
+        return cache[s]
+
+    return count

@@ -1,0 +1,106 @@
+"""Translate, step 2 (the work): translate every segment the translation memory lacks.
+
+    python -c "from mothertongue.translate.work import shard_of; print(shard_of('Hello.', 4))"
+
+Per route leg, the distinct segments the leg's memory lacks are cut into batches by the leg's
+engine (`Engine.batches`: length-sorted, under `translate.batch_tokens`, the only batching
+layer). Each batch is translated, checked by the quality gate (failures retried once with a
+wider beam, then flagged) and committed to the memory as one transaction, so a kill loses at
+most the batch in flight and a rerun does only what is missing. Second legs of pivoted routes
+translate the first legs' (pivot-language) outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+
+from mothertongue.engines.catalogue import Leg
+from mothertongue.engines.memory import Memory
+from mothertongue.text.langid import LangId, lingua_codes
+from mothertongue.translate.gate import gate
+from mothertongue.translate.plan import Plan
+
+
+def shard_of(text: str, n: int) -> int:
+    """Which of n `--shard` workers translates this segment (stable across runs and machines)."""
+    return int(hashlib.sha1(text.encode()).hexdigest()[:8], 16) % n
+
+
+def execute(plan: Plan, memory: Memory, shard: tuple[int, int] | None = None) -> dict:
+    """Translate everything the memory lacks (this shard's part only, when sharded)."""
+    t = plan.recipe.translate
+    langid = LangId(None) if t.quality_gate else None
+    by_leg1: dict[Leg, set[str]] = defaultdict(set)
+    for u in plan.units:
+        legs = plan.routes[u.src]
+        if legs:
+            by_leg1[legs[0]].update(u.doc.segments())
+    total = sum(len(v) for v in by_leg1.values())
+    bar = None
+    if t.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="seg", desc="translate", smoothing=0.1)
+    stats: Counter = Counter()
+    for leg, segs in by_leg1.items():
+        lid = langid if leg.tgt in lingua_codes() else None
+        stats.update(translate_leg(plan, leg, segs, memory, shard, bar, lid))
+    for legs in plan.routes.values():
+        if len(legs) < 2:
+            continue
+        first, second = legs
+        got = plan.store(memory, first).get(by_leg1.get(first, set()))
+        mids = {
+            tgt
+            for s, (tgt, _st) in got.items()
+            if shard is None or shard_of(s, shard[1]) == shard[0]
+        }
+        lid = langid if second.tgt in lingua_codes() else None
+        stats.update(
+            {
+                f"pivot_{k}": v
+                for k, v in translate_leg(plan, second, mids, memory, None, None, lid).items()
+            }
+        )
+    if bar is not None:
+        bar.close()
+    stats["segments"] = total
+    return dict(stats)
+
+
+def translate_leg(
+    plan: Plan, leg: Leg, sources: set[str], memory: Memory, shard, bar, langid
+) -> dict[str, int]:
+    """Translate the sources of one leg that the memory lacks; commit one engine batch at a time."""
+    t = plan.recipe.translate
+    eng = plan.engines[leg.model]
+    store = plan.store(memory, leg)
+    have = store.get(sources)
+    todo = sorted(
+        s for s in sources if s not in have and (shard is None or shard_of(s, shard[1]) == shard[0])
+    )
+    stats = {"from_memory": len(sources) - len(todo), "translated": 0, "retried": 0, "flagged": 0}
+    for batch in eng.batches(todo, t.beam_size, plan.count_tokens(leg.model)):
+        chunk = [todo[i] for i in batch]
+        outs = eng.translate(chunk, leg.src, leg.tgt, t.beam_size)
+        status = ["ok"] * len(chunk)
+        if t.quality_gate:
+            bad = [k for k, (s, o) in enumerate(zip(chunk, outs)) if gate(s, o, leg.tgt, t, langid)]
+            if bad:
+                again = eng.translate(
+                    [chunk[k] for k in bad], leg.src, leg.tgt, max(t.retry_beam_size, t.beam_size)
+                )
+                for k, o in zip(bad, again):
+                    reasons = gate(chunk[k], o, leg.tgt, t, langid)
+                    if reasons:
+                        status[k] = "flagged:" + ",".join(reasons)
+                        stats["flagged"] += 1
+                    else:
+                        outs[k], status[k] = o, "retried"
+                        stats["retried"] += 1
+        store.put(zip(chunk, outs, status))
+        stats["translated"] += len(chunk)
+        if bar is not None:
+            bar.update(len(chunk))
+    return stats
