@@ -5,44 +5,29 @@
     j = judge.judge("Hallo! Wie geht es dir? I am fine, thank you very much.")
     fidelity_scores([j], ["de"])   # reply-level and per-sentence shares
 
-Judged with lingua (a real n-gram language identifier) over a fixed set of candidate languages
-(the target, English and a few neighbours; more candidates load slower). Before judging, what is
-not prose in any language is stripped: fenced and indented code, inline code, URLs, e-mail
-addresses, quoted lines (`> ...`) and text in quotation marks (quoted source text, e.g. the phrase
-the user asked to translate). A reply with fewer than `min_letters` letters left is counted as
-too short to judge, separately, instead of being guessed. Per sentence (pysbd splits), so a
+Judged with lingua (a real n-gram language identifier, the detector translate uses too:
+text.langid) over a fixed set of candidate languages (the target, English and a few neighbours;
+more candidates load slower). Before judging, what is not prose in any language is stripped
+(text.protect, quotes mode): fenced and indented code, inline code, URLs, e-mail addresses,
+placeholders, quoted lines (`> ...`) and text in quotation marks (quoted source text, e.g. the
+phrase the user asked to translate). A reply with fewer than `min_letters` letters left is counted as
+too short to judge, separately, instead of being guessed. Per sentence (text.segment's pysbd splitter), so a
 reply that drifts into English halfway shows up even when its majority language is right.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
 
-_FENCED = re.compile(r"(```|~~~).*?(\1|\Z)", re.S)
-_INDENTED = re.compile(r"^(?: {4}|\t).*$", re.M)
-_INLINE = re.compile(r"`[^`\n]*`")
-_URL = re.compile(r"(?:https?://|ftp://|www\.)\S+", re.I)
-_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
-_QUOTE_LINE = re.compile(r"^\s*>.*$", re.M)
-# „…“ (German), “…” and "…" (English), «…» / »…« (French, German books), '…' kept out on purpose:
-# apostrophes (it's, geht's) would pair up across whole sentences.
-_QUOTED = re.compile(r"„[^“”\"\n]{0,300}[“”\"]|“[^”\n]{0,300}”|\"[^\"\n]{0,300}\"|«[^»\n]{0,300}»|»[^«\n]{0,300}«")
-_LETTER = re.compile(r"[^\W\d_]", re.U)
+from mothertongue.text.langid import LangId
+from mothertongue.text.protect import strip_protected
+from mothertongue.text.segment import sentences
 
 
 def strip_non_prose(text: str) -> str:
     """Remove code, URLs, addresses and quoted text; what is left is judged for its language."""
-    for rx in (_FENCED, _INLINE, _URL, _EMAIL, _QUOTE_LINE, _QUOTED):
-        text = rx.sub(" ", text)
-    text = _INDENTED.sub(" ", text)
-    return re.sub(r"[ \t]+", " ", text).strip()
-
-
-def letters(text: str) -> int:
-    return len(_LETTER.findall(text))
+    return strip_protected(text, quotes=True)
 
 
 @dataclass
@@ -52,20 +37,6 @@ class Judgement:
     lang: str | None
     sentences: list[str] = field(default_factory=list)
     short_sentences: int = 0
-
-
-@lru_cache(maxsize=4)
-def _detector(codes: tuple[str, ...]):
-    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
-
-    langs = []
-    for c in codes:
-        iso = getattr(IsoCode639_1, c.upper(), None)
-        if iso is None:
-            raise ValueError(f"language {c!r} is not known to the language identifier (lingua); use an ISO 639-1 code")
-        langs.append(Language.from_iso_code_639_1(iso))
-    # Preloading loads all language models in parallel; lazy loading would do it one by one.
-    return LanguageDetectorBuilder.from_languages(*langs).with_preloaded_language_models().build()
 
 
 def language_name(code: str) -> str:
@@ -85,31 +56,14 @@ class FidelityJudge:
         self.target = target.lower()
         self.codes = codes
         self.min_letters = min_letters
-        self.detector = _detector(codes)
-        self._segmenters: dict[str, object] = {}
+        self.langid = LangId(codes, min_letters=min_letters, quotes=True, option="evaluate.fidelity_languages")
 
     def detect(self, text: str) -> str | None:
         """ISO 639-1 code of the text's language, or None when too little prose is left to judge."""
-        text = strip_non_prose(text)
-        if letters(text) < self.min_letters:
-            return None
-        lang = self.detector.detect_language_of(text)
-        return lang.iso_code_639_1.name.lower() if lang is not None else None
+        return self.langid.language_of(text)
 
     def sentences(self, text: str, lang: str | None = None) -> list[str]:
-        import pysbd
-
-        code = lang or self.target
-        if code not in self._segmenters:
-            try:
-                self._segmenters[code] = pysbd.Segmenter(language=code, clean=False)
-            except (ValueError, KeyError):  # pysbd knows ~20 languages; English rules otherwise
-                self._segmenters[code] = pysbd.Segmenter(language="en", clean=False)
-        out = []
-        for para in text.split("\n"):
-            if para.strip():
-                out += [s.strip() for s in self._segmenters[code].segment(para) if s.strip()]
-        return out
+        return sentences(text, lang or self.target)
 
     def judge(self, text: str) -> Judgement:
         prose = strip_non_prose(text)

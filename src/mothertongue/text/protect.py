@@ -5,6 +5,8 @@
 Block level (whole lines): fenced code blocks (``` or ~~~) and indented code blocks (4 spaces or a
 tab after a blank line). Inline: inline code, URLs, e-mail addresses, markup/HTML tags and
 placeholders (`#NAME#`, `{name}`, `{{var}}`, `date_0`, `%s`, `%(name)s`, `$VAR`, `${var}`).
+`strip_protected` removes all of them before language identification (translate and evaluate);
+with `quotes=True` (evaluation) it also removes quoted lines (`> ...`) and text in quotation marks.
 """
 
 from __future__ import annotations
@@ -75,13 +77,22 @@ def code_block_lines(lines: list[str]) -> list[bool]:
     return flags
 
 
-def strip_protected(text: str) -> str:
-    """The text with code blocks and protected spans removed (for language id and checks)."""
+# „…“ (German), “…” and "…" (English), «…» / »…« (French, German books), '…' kept out on purpose:
+# apostrophes (it's, geht's) would pair up across whole sentences.
+_QUOTED = re.compile(r"„[^“”\"\n]{0,300}[“”\"]|“[^”\n]{0,300}”|\"[^\"\n]{0,300}\"|«[^»\n]{0,300}»|»[^«\n]{0,300}«")
+_QUOTE_LINE = re.compile(r"^\s*>")
+
+
+def strip_protected(text: str, quotes: bool = False) -> str:
+    """The text with code blocks and protected spans removed (for language id and checks).
+
+    quotes: also drop quoted lines and text in quotation marks (quoted source text, e.g. the
+    phrase a user asked to translate, is not the reply's language), and squeeze spaces."""
     lines = text.splitlines(keepends=True)
     flags = code_block_lines(lines)
     kept = []
     for line, code in zip(lines, flags):
-        if code:
+        if code or (quotes and _QUOTE_LINE.match(line)):
             continue
         pos, parts = 0, []
         for s, e, _ in protected_spans(line):
@@ -89,4 +100,7 @@ def strip_protected(text: str) -> str:
             pos = e
         parts.append(line[pos:])
         kept.append(" ".join(parts))
-    return "".join(kept)
+    out = "".join(kept)
+    if quotes:
+        out = re.sub(r"[ \t]+", " ", _QUOTED.sub(" ", out)).strip()
+    return out

@@ -86,6 +86,15 @@ def split_sentences(text: str, lang: str = "en") -> list[tuple[int, int]]:
     return spans
 
 
+def sentences(text: str, lang: str = "en") -> list[str]:
+    """The sentences of a text, line by line (a line break always ends a sentence)."""
+    out = []
+    for line in text.split("\n"):
+        if line.strip():
+            out += [line[s:e] for s, e in split_sentences(line, lang)]
+    return out
+
+
 def split_long(sentence: str, max_tokens: int, count: Callable[[str], int]) -> list[tuple[int, int]]:
     """Cut a sentence longer than max_tokens into pieces at clause ends, else between words."""
     if count(sentence) <= max_tokens:

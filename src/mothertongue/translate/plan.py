@@ -126,26 +126,35 @@ def units_of(convs: dict[str, list[Conversation]], pairs: list[PreferencePair]) 
 
 
 def assign_languages(units: list[Unit], recipe: Recipe) -> None:
-    """Language from the data, else translate.source_lang, else detected per message; texts the
-    detector cannot tell get the dataset's most common language (counted as guessed)."""
+    """Language from the data, else translate.source_lang, else detected message by message.
+
+    The dataset's dominant language (what the data says plus what was detected) is the prior:
+    texts too short to tell, and detections that do not hold up against the dominant language
+    alone (LangId.confirm), get the dominant language and are counted as guessed."""
     t = recipe.translate
-    langid = None
+    langid = LangId(t.detect_languages) if not t.source_lang else None
+    votes: Counter = Counter()
+    detected: list[Unit] = []
     for u in units:
         if u.src:
-            continue
-        if t.source_lang:
+            votes[u.src] += 1
+        elif t.source_lang:
             u.src = code(t.source_lang)
-            continue
-        if not has_letters(u.text):
+        elif not has_letters(u.text):
             u.src = recipe.language  # numbers, code only: nothing to translate
-            continue
-        langid = langid or LangId(t.detect_languages)
-        lang, _conf = langid.detect(u.text)
-        u.src = lang or UNDETERMINED
-    common = Counter(u.src for u in units if u.src != UNDETERMINED).most_common(1)
+        else:
+            lang, _conf = langid.detect(u.text)
+            u.src = lang or UNDETERMINED
+            if lang:
+                votes[lang] += 1
+                detected.append(u)
+    dominant = votes.most_common(1)[0][0] if votes else UNDETERMINED
+    for u in detected:
+        if not langid.confirm(u.text, u.src, dominant):
+            u.src, u.guessed = dominant, True
     for u in units:
         if u.src == UNDETERMINED:
-            u.src, u.guessed = (common[0][0] if common else UNDETERMINED), True
+            u.src, u.guessed = dominant, True
 
 
 def plan_routes(units: list[Unit], recipe: Recipe) -> dict[str, list[Leg]]:
@@ -165,7 +174,9 @@ def plan_routes(units: list[Unit], recipe: Recipe) -> dict[str, list[Leg]]:
         raise StageError(
             f"no translation model for {listed}; nothing was translated. Name one with "
             f'translate.models={{"{missing.most_common(1)[0][0]}-{recipe.language}": MODEL}}, '
-            f"set translate.model, or pick another translate.family"
+            f"set translate.model, or pick another translate.family. If the data is all in one language, "
+            f"say which with translate.source_lang (languages not given by the data are detected, and "
+            f"translate.detect_languages limits the candidates)"
         )
     return routes  # type: ignore[return-value]
 
