@@ -19,6 +19,7 @@ from pathlib import Path
 from mothertongue import languages
 from mothertongue.config import BuildConfig, NativeSourceConfig, Recipe
 from mothertongue.conversation import DataError, iter_jsonl
+from mothertongue.text import parallel as text_parallel
 
 STYLE_PREFIX = "style:"
 
@@ -137,14 +138,8 @@ def continue_task(piece: str, language: str) -> list[dict] | None:
 
 # ------------------------------------------------------------------- translation tasks
 def read_parallel(path: Path) -> list[dict]:
-    rows = []
-    if not path.exists():
-        return rows
-    for lineno, row in iter_jsonl(path):
-        if not all(isinstance(row.get(k), str) and row[k].strip() for k in ("src", "tgt")):
-            raise DataError(f"{path}:{lineno}: parallel row needs non-empty 'src' and 'tgt'")
-        rows.append(row)
-    return rows
+    """The translate stage's parallel.jsonl rows ({src, tgt, src_lang, ...}); none if it is absent."""
+    return [p.row for p in text_parallel.read_parallel(path, keys=("src", "tgt"), required=False)]
 
 
 def translation_tasks(row: dict, language: str, rng: random.Random) -> list[list[dict]]:

@@ -3,7 +3,8 @@
     mothertongue mt-bench dev.tsv --src en --tgt de -m Helsinki-NLP/opus-mt-en-de \
         -m transformers:facebook/nllb-200-distilled-600M --limit 500
 
-The file has one `source<TAB>reference` per line. Each candidate translates every source with the
+The file has one `source<TAB>reference` per line (or is JSONL `{"source", "reference"}`; read by
+text.parallel). Each candidate translates every source with the
 engine named before its colon (default `--engine`) under the token budget `--batch-tokens` (as
 `translate.batch_tokens` in a recipe), and the table shows sacreBLEU BLEU and chrF
 against the references, with segments/s and target tokens/s (sacreBLEU's 13a tokens), side by side.
@@ -12,29 +13,10 @@ against the references, with segments/s and target tokens/s (sacreBLEU's 13a tok
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from mothertongue.conversation import DataError
 from mothertongue.engines import DEFAULT_BATCH_TOKENS
-
-
-def read_parallel(path: str | Path, limit: int | None = None) -> tuple[list[str], list[str]]:
-    srcs, refs = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
-                raise DataError(f"{path}:{lineno}: expected `source<TAB>reference`, got {len(parts)} field(s)")
-            srcs.append(parts[0].strip())
-            refs.append(parts[1].strip())
-            if limit and len(srcs) >= limit:
-                break
-    if not srcs:
-        raise DataError(f"{path}: no parallel lines")
-    return srcs, refs
+from mothertongue.text.parallel import read_parallel
 
 
 def _options(pairs: list[str] | None) -> dict:
@@ -58,7 +40,8 @@ def bench(data, models: list[str], src: str, tgt: str, engine: str = "ctranslate
 
     from mothertongue.engines import ENGINES, load_engine
 
-    srcs, refs = read_parallel(data, limit)
+    pairs = read_parallel(data, limit=limit)
+    srcs, refs = [p.source for p in pairs], [p.target for p in pairs]
     opts = _options(options)
     rows = []
     for spec in models:

@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from mothertongue.conversation import DataError, iter_jsonl
+from mothertongue.text import parallel as text_parallel
 
 
 @dataclass
@@ -126,22 +127,8 @@ def load_suite(spec: str, base_dir: Path) -> tuple[str, list[Item]]:
 
 
 def read_parallel(path: Path) -> list[tuple[str, str]]:
-    pairs = []
-    if path.suffix.lower() == ".jsonl":
-        for lineno, obj in iter_jsonl(path):
-            where = f"{path}:{lineno}"
-            pairs.append((_str_field(obj, "source", where), _str_field(obj, "reference", where)))
-    else:
-        for lineno, line in enumerate(_read_lines(path), 1):
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
-                raise DataError(f"{path}:{lineno}: expected `source<TAB>reference` (two non-empty fields), got {len(parts)} field(s)")
-            pairs.append((parts[0].strip(), parts[1].strip()))
-    if not pairs:
-        raise DataError(f"{path}: no sentence pairs in this file")
-    return pairs
+    """(source, reference) pairs of a `.tsv` or `.jsonl` parallel file (text.parallel reads it)."""
+    return [(p.source, p.target) for p in text_parallel.read_parallel(path)]
 
 
 def read_texts(path: Path) -> list[str]:
