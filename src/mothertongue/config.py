@@ -91,6 +91,9 @@ class TranslateConfig(Strict):
     retry_beam_size: int = Field(4, gt=0, description="Beam size of the one retry of a segment that failed the gate.")
     keep_flagged: bool = Field(False, description="Keep conversations whose translation failed the gate in the train data.")
     progress: bool = Field(True, description="Show a progress bar (segments/s, ETA).")
+    allow_pickle: bool = Field(
+        False, description="Load MT checkpoints that have only pickle weights (.bin); they can run code. Default: safetensors only."
+    )
 
 
 # ------------------------------------------------------------------------------ build

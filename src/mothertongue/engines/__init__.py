@@ -13,11 +13,15 @@ says which settings change its output (`settings_key`, part of the translation-m
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mothertongue.precision import resolve_device  # noqa: F401  (engines import it from here)
+from mothertongue.config import format_validation_error
+from mothertongue.engines.catalogue import FAMILIES, family_of
+from mothertongue.errors import RecipeError
+from mothertongue.precision import resolve_device
 from mothertongue.registry import Registry
 
 ENGINES = Registry("translation engine", entry_point_group="mothertongue.engines")
@@ -65,23 +69,36 @@ class Engine:
 
     def __init__(
         self, model: str, device: str = "auto", options: dict[str, Any] | None = None, family: str | None = None,
-        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS, allow_pickle: bool = False,
     ):  # fmt: skip
-        from mothertongue.config import RecipeError
-
         try:
             self.opts = self.Options.model_validate(options or {})
         except ValidationError as e:
-            from mothertongue.config import format_validation_error
-
             raise RecipeError(f"translate.options ({self.name}): {format_validation_error(e)}") from None
         if batch_tokens <= 0:
             raise RecipeError(f"translate.batch_tokens must be > 0, got {batch_tokens}")
         self.batch_tokens = batch_tokens
+        self.allow_pickle = allow_pickle
         self.model = model
         self.device = resolve_device(device)
         self.family = family
-        self._load()
+        try:
+            self._load()
+        except OSError as e:
+            if Path(model).exists():
+                raise
+            raise RecipeError(
+                f"translation model {model!r} could not be loaded ({_first_line(e)}); it is not a local folder, and "
+                "as a hub id it is neither in the local cache nor downloadable (offline?). Download it once, or point "
+                "translate.model / translate.models at a local folder"
+            ) from None
+
+    def check_pair(self, src: str, tgt: str) -> None:
+        """A one-line error now, before any work, when the model's family has no code for a language."""
+        fam = FAMILIES.get(self.family or "")
+        if fam is not None:
+            fam.code(src)
+            fam.code(tgt)
 
     def _load(self) -> None:
         raise NotImplementedError
@@ -104,22 +121,40 @@ class Engine:
         return f"{self.name}:beam{beam_size}"
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_safetensors(model: str, allow_pickle: bool) -> None:
+    """Refuse a local checkpoint whose weights are only pickle files (loading one can run code)."""
+    p = Path(model)
+    if allow_pickle or not p.is_dir() or any(p.glob("*.safetensors")):
+        return
+    pickles = sorted(f.name for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise RecipeError(
+            f"{model}: weights only as pickle files ({', '.join(pickles[:3])}); mothertongue loads safetensors only. "
+            "Convert the checkpoint to safetensors, or set translate.allow_pickle: true if you trust it"
+        )
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
 def load_engine(
     name: str, model: str, device: str = "auto", options: dict | None = None, family: str | None = None,
-    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS, allow_pickle: bool = False,
 ) -> Engine:  # fmt: skip
-    return ENGINES.get(name)(model, device=device, options=options, family=family, batch_tokens=batch_tokens)
+    return ENGINES.get(name)(
+        model, device=device, options=options, family=family, batch_tokens=batch_tokens, allow_pickle=allow_pickle
+    )
 
 
 def resolve_family(model: str, family: str | None) -> str:
     """The family given, or guessed from the model's name and config."""
-    from mothertongue.engines.catalogue import family_of
-
     if family and family != "auto":
         return family
     model_type = tok_class = None
-    from pathlib import Path
-
     cfg = Path(model) / "config.json"
     if cfg.exists():
         import json

@@ -103,7 +103,8 @@ class Family:
         if not self.supports(lang):
             known = {"nllb": NLLB_CODES, "mbart50": MBART50_CODES, "m2m100": M2M100_LANGS}.get(self.name, ())
             raise RecipeError(
-                f"{self.name} has no code for language {lang!r}; known: {', '.join(sorted(known))}"
+                f"{self.name} models have no code for language {lang!r} (from `language`, translate.source_lang "
+                f"or the data); known: {', '.join(sorted(known))}"
             )
         if self.name == "nllb":
             return NLLB_CODES[lang]

@@ -19,7 +19,13 @@ from pathlib import Path
 
 from pydantic import Field
 
-from mothertongue.engines import Engine, EngineOptions, length_batches, resolve_family
+from mothertongue.engines import (
+    Engine,
+    EngineOptions,
+    check_safetensors,
+    length_batches,
+    resolve_family,
+)
 from mothertongue.engines.catalogue import FAMILIES
 from mothertongue.errors import RecipeError
 
@@ -40,8 +46,10 @@ class CTranslate2Options(EngineOptions):
     )
 
 
-def convert(model: str, quantization: str, cache_dir: str | None = None) -> Path:
-    """Convert a Transformers checkpoint once; later calls return the cached folder."""
+def convert(model: str, quantization: str, cache_dir: str | None = None, allow_pickle: bool = False) -> Path:
+    """Convert a Transformers checkpoint once; later calls return the cached folder.
+
+    Pickle-only checkpoints are refused unless allow_pickle (translate.allow_pickle)."""
     root = Path(cache_dir or os.environ.get("MT_CT2_CACHE", Path.home() / ".cache" / "mothertongue" / "ct2"))
     p = Path(model)
     ident = str(p.resolve()) if p.exists() else model
@@ -51,11 +59,18 @@ def convert(model: str, quantization: str, cache_dir: str | None = None) -> Path
     out = root / f"{p.name or 'model'}-{quantization}-{key}"
     if (out / "model.bin").exists():
         return out
+    check_safetensors(model, allow_pickle)
     from ctranslate2.converters import TransformersConverter
+
+    class Converter(TransformersConverter):
+        def load_model(self, model_class, model_name_or_path, **kwargs):
+            # use_safetensors=True also makes a hub download refuse pickle-only repositories.
+            safe = None if allow_pickle else True
+            return super().load_model(model_class, model_name_or_path, use_safetensors=safe, **kwargs)
 
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    TransformersConverter(model).convert(str(tmp), quantization=quantization, force=True)
+    Converter(model).convert(str(tmp), quantization=quantization, force=True)
     try:
         os.replace(tmp, out)
     except OSError:  # another process converted it first
@@ -76,7 +91,7 @@ class CTranslate2Engine(Engine):
             compute = "int8_float16" if gpu else "int8"
         is_ct2 = (Path(self.model) / "model.bin").exists()
         self.family = "plain" if is_ct2 and not self.family else resolve_family(self.model, self.family or self.opts.family)
-        path = Path(self.model) if is_ct2 else convert(self.model, "float16" if gpu else "int8", self.opts.cache_dir)
+        path = Path(self.model) if is_ct2 else convert(self.model, "float16" if gpu else "int8", self.opts.cache_dir, self.allow_pickle)
         self.ct2_path = path
         self.translator = ctranslate2.Translator(
             str(path), device=self.device, compute_type=compute,

@@ -15,7 +15,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from mothertongue.engines import Engine, EngineOptions, length_batches, resolve_family
+from mothertongue.engines import (
+    Engine,
+    EngineOptions,
+    check_safetensors,
+    length_batches,
+    resolve_family,
+)
 from mothertongue.engines.catalogue import FAMILIES
 from mothertongue.precision import torch_dtype
 
@@ -40,9 +46,12 @@ class TransformersEngine(Engine):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         self.family = resolve_family(self.model, self.family or self.opts.family)
+        check_safetensors(self.model, self.allow_pickle)
         self.tok = AutoTokenizer.from_pretrained(self.model)
         dtype = torch_dtype(self.opts.dtype, self.device)
-        self.net = AutoModelForSeq2SeqLM.from_pretrained(self.model, dtype=dtype).to(self.device).eval()
+        # use_safetensors=True also makes a hub download refuse pickle-only repositories.
+        safe = None if self.allow_pickle else True
+        self.net = AutoModelForSeq2SeqLM.from_pretrained(self.model, dtype=dtype, use_safetensors=safe).to(self.device).eval()
 
     def count_tokens(self, text: str) -> int:
         return len(self.tok(text)["input_ids"])

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from mothertongue.engines import Engine, EngineOptions
+from mothertongue.engines import Engine, EngineOptions, check_safetensors
 from mothertongue.languages import english_name
 from mothertongue.precision import torch_dtype
 
@@ -39,6 +39,7 @@ class LLMEngine(Engine):
     def _load(self) -> None:
         from transformers import AutoTokenizer
 
+        check_safetensors(self.model, self.allow_pickle)
         self.tok = AutoTokenizer.from_pretrained(self.model, trust_remote_code=self.opts.trust_remote_code)
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
@@ -61,7 +62,8 @@ class LLMEngine(Engine):
 
             dtype = torch_dtype(self.opts.dtype, self.device)
             self.net = AutoModelForCausalLM.from_pretrained(
-                self.model, dtype=dtype, trust_remote_code=self.opts.trust_remote_code
+                self.model, dtype=dtype, trust_remote_code=self.opts.trust_remote_code,
+                use_safetensors=None if self.allow_pickle else True,
             ).to(self.device).eval()
 
     def count_tokens(self, text: str) -> int:

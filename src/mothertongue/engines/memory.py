@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from mothertongue.errors import DataError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tm (
   engine TEXT NOT NULL, model TEXT NOT NULL, src TEXT NOT NULL, tgt TEXT NOT NULL,
@@ -46,15 +48,25 @@ class LegMemory:
         self.memory.put_many(*self.key, rows)
 
 
+def _not_a_memory(path: Path | str, e: sqlite3.DatabaseError) -> DataError:
+    return DataError(f"{path}: not a translation memory (SQLite with a `tm` table): {e}")
+
+
 class Memory:
     def __init__(self, path: Path | str):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise DataError(f"{self.path}: is a folder, not a translation memory (SQLite file)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path), timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(SCHEMA)
-        self.db.commit()
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute(SCHEMA)
+            self.db.commit()
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise _not_a_memory(self.path, e) from None
 
     def get_many(self, engine: str, model: str, src: str, tgt: str, sources: Iterable[str]) -> dict[str, tuple[str, str]]:
         """source -> (target, status) for the sources already translated."""
@@ -84,11 +96,18 @@ class Memory:
 
     def merge_from(self, other: Path | str) -> int:
         """Copy every row of another memory in (existing rows win); returns rows added."""
+        if not Path(other).is_file():
+            raise DataError(f"translation memory not found: {other}")
         before = self.count()
-        self.db.execute("ATTACH DATABASE ? AS other", (str(other),))
+        try:
+            self.db.execute("ATTACH DATABASE ? AS other", (str(other),))
+        except sqlite3.DatabaseError as e:
+            raise _not_a_memory(other, e) from None
         try:
             with self.db:
                 self.db.execute("INSERT OR IGNORE INTO tm SELECT engine, model, src, tgt, source, target, status FROM other.tm")
+        except sqlite3.DatabaseError as e:
+            raise _not_a_memory(other, e) from None
         finally:
             self.db.execute("DETACH DATABASE other")
         return self.count() - before

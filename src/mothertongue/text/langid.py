@@ -17,16 +17,15 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from mothertongue.errors import RecipeError
 from mothertongue.text.protect import strip_protected
 from mothertongue.text.segment import has_letters
 
 _LETTER = re.compile(r"[^\W\d_]")
 
 
-class UnknownLanguage(ValueError):
+class UnknownLanguage(RecipeError):
     """A language code lingua does not know (a user error: one line, naming the option)."""
-
-    exit_code = 2
 
 
 @lru_cache(maxsize=1)

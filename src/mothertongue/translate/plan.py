@@ -193,8 +193,9 @@ def make_plan(recipe: Recipe, run: RunDir, load: bool = True) -> Plan:
             for leg in legs:
                 if leg.model not in plan.engines:
                     plan.engines[leg.model] = load_engine(
-                        t.engine, leg.model, t.device, t.options, batch_tokens=t.batch_tokens
+                        t.engine, leg.model, t.device, t.options, batch_tokens=t.batch_tokens, allow_pickle=t.allow_pickle
                     )
+                plan.engines[leg.model].check_pair(leg.src, leg.tgt)
     for u in units:
         legs = plan.routes[u.src]
         if legs:
