@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import SHARED_DATA
 from mothertongue.config import Recipe, load_recipe
 from mothertongue.runs import run_stage
 from mothertongue.translate.plan import RecordKey, TextKey, Unit, assign_languages
 from test_translate_fixtures import tiny_marian_path, to_xx
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-ALPACA = REAL / "alpaca_data_first50.json"
+ALPACA = SHARED_DATA / "alpaca_data_first50.json"
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +57,7 @@ def test_language_per_message_german_passes_english_is_translated(tiny_marian, t
     ]  # fmt: skip
     r = load_recipe(_recipe(tmp_path, tiny_marian, convs, ""))
     run_stage(r, "ingest", log=lambda m: None)
-    out = run_stage(r, "translate", log=lambda m: None)
+    out = run_stage(r, "translate", log=lambda m: None).path
     rows = [json.loads(x) for x in (out / "train.jsonl").read_text(encoding="utf-8").splitlines()]
     got = {m["content"] for c in rows for m in c["messages"]}
     assert {GERMAN, GERMAN + " Danke schön!", to_xx("the dog eats."), to_xx(ENGLISH)} == got
@@ -69,7 +69,6 @@ def test_language_per_message_german_passes_english_is_translated(tiny_marian, t
 
 @pytest.mark.slow
 @pytest.mark.real_data
-@pytest.mark.skipif(not ALPACA.exists(), reason="shared real data absent")
 def test_short_english_alpaca_texts_fall_back_to_the_dominant_language():
     rows = json.loads(ALPACA.read_text(encoding="utf-8"))
     texts = [r[k] for r in rows for k in ("instruction", "input", "output") if r[k]]
@@ -87,7 +86,6 @@ def test_short_english_alpaca_texts_fall_back_to_the_dominant_language():
 
 @pytest.mark.slow
 @pytest.mark.real_data
-@pytest.mark.skipif(not ALPACA.exists(), reason="shared real data absent")
 def test_plain_english_alpaca_plans_one_route(tiny_marian, tmp_path):
     from mothertongue.translate import dry_run
 

@@ -99,8 +99,8 @@ def code(lang: str | None) -> str:
     return (lang or "").strip().replace("_", "-").split("-")[0].lower()
 
 
-def read_input(run: RunDir) -> tuple[dict[str, list[Conversation]], list[PreferencePair]]:
-    d = run.require("ingest", "translate")
+def read_input(rundir: RunDir) -> tuple[dict[str, list[Conversation]], list[PreferencePair]]:
+    d = rundir.require("ingest", "translate")
     convs = {
         s: read_conversations(d / f"{s}.jsonl") if (d / f"{s}.jsonl").exists() else []
         for s in SPLITS
@@ -181,10 +181,10 @@ def plan_routes(units: list[Unit], recipe: Recipe) -> dict[str, list[Leg]]:
     return routes  # type: ignore[return-value]
 
 
-def make_plan(recipe: Recipe, run: RunDir, load: bool = True) -> Plan:
+def make_plan(recipe: Recipe, rundir: RunDir, load: bool = True) -> Plan:
     """Read the input, decide languages and routes (unroutable pairs stop here), segment."""
     t = recipe.translate
-    convs, pairs = read_input(run)
+    convs, pairs = read_input(rundir)
     units = units_of(convs, pairs)
     assign_languages(units, recipe)
     plan = Plan(recipe, convs, pairs, units, plan_routes(units, recipe))

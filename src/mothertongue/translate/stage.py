@@ -36,10 +36,10 @@ def shard_memory_paths(recipe: Recipe) -> list[Path]:
     return sorted(main.parent.glob(main.stem + ".shard*.sqlite"))
 
 
-def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
+def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     """The stage: plan, translate what the memory lacks, assemble outputs, report."""
     started = time.time()
-    plan = make_plan(recipe, run)
+    plan = make_plan(recipe, rundir)
     memory = Memory(memory_path(recipe))
     try:
         merged = []
