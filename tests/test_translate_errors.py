@@ -13,7 +13,7 @@ import pytest
 
 from helpers import mt, one_line_error
 from mothertongue.config import load_recipe
-from mothertongue.errors import DataError, RecipeError
+from mothertongue.errors import DataError, MothertongueError, RecipeError
 from mothertongue.runs import run_stage
 
 
@@ -84,7 +84,7 @@ def test_dry_run_offline_without_a_cached_model_is_one_line(tmp_path):
     recipe = _recipe(tmp_path, "  engine: transformers\n  model: Helsinki-NLP/opus-mt-en-nosuchmodel\n")
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TRANSFORMERS_OFFLINE": "1"}
     p = _cli("translate", str(recipe), "--dry-run", env=env)
-    one_line_error(p, "Helsinki-NLP/opus-mt-en-nosuchmodel", "translate.model")
+    one_line_error(p, "Helsinki-NLP/opus-mt-en-nosuchmodel", "not in the Hugging Face cache")
 
 
 @pytest.mark.slow
@@ -105,7 +105,7 @@ def test_pickle_only_checkpoints_are_refused_unless_allowed(tmp_path, engine):
     model = random_marian(tmp_path / "pickled", safetensors=False)
     assert (model / "pytorch_model.bin").exists() and not list(model.glob("*.safetensors"))
     opts = {"cache_dir": str(tmp_path / "ct2")} if engine == "ctranslate2" else {}
-    with pytest.raises(RecipeError, match=r"pytorch_model.bin\); mothertongue loads safetensors only.*translate.allow_pickle"):
+    with pytest.raises(MothertongueError, match=r"pytorch_model.bin: the translation model has only pickle weights.*translate.allow_pickle"):
         load_engine(engine, str(model), "cpu", opts)
     assert not (tmp_path / "ct2").exists() or not any((tmp_path / "ct2").iterdir())  # nothing converted
     eng = load_engine(engine, str(model), "cpu", opts, allow_pickle=True)
@@ -114,7 +114,7 @@ def test_pickle_only_checkpoints_are_refused_unless_allowed(tmp_path, engine):
     # (A fresh conversion cache: a conversion made once with the flag is CTranslate2's format, no pickle.)
     opts = {"cache_dir": str(tmp_path / "ct2-stage")} if engine == "ctranslate2" else {}
     recipe = _recipe(tmp_path, f"  engine: {engine}\n  model: {model}\n  quality_gate: false\n  options: {json.dumps(opts)}\n")
-    with pytest.raises(RecipeError, match="translate.allow_pickle"):
+    with pytest.raises(MothertongueError, match="translate.allow_pickle"):
         run_stage(load_recipe(recipe), "translate", log=lambda m: None)
     out = run_stage(load_recipe(recipe, ["translate.allow_pickle=true"]), "translate", log=lambda m: None).path
     assert (out / "train.jsonl").exists()

@@ -23,6 +23,7 @@ from mothertongue.engines.catalogue import FAMILIES, family_of
 from mothertongue.errors import RecipeError
 from mothertongue.precision import resolve_device
 from mothertongue.registry import Registry
+from mothertongue.weights import check_base_model, require_safetensors
 
 ENGINES = Registry("translation engine", entry_point_group="mothertongue.engines")
 ENGINES.register(
@@ -82,6 +83,8 @@ class Engine:
         self.model = model
         self.device = resolve_device(device)
         self.family = family
+        if not Path(model).exists():  # a hub id: offline or unreachable is one line now, not after retries
+            check_base_model(model, field="translation model", weights=False)
         try:
             self._load()
         except OSError as e:
@@ -121,20 +124,11 @@ class Engine:
         return f"{self.name}:beam{beam_size}"
 
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-
-
 def check_safetensors(model: str, allow_pickle: bool) -> None:
     """Refuse a local checkpoint whose weights are only pickle files (loading one can run code)."""
     p = Path(model)
-    if allow_pickle or not p.is_dir() or any(p.glob("*.safetensors")):
-        return
-    pickles = sorted(f.name for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES)
-    if pickles:
-        raise RecipeError(
-            f"{model}: weights only as pickle files ({', '.join(pickles[:3])}); mothertongue loads safetensors only. "
-            "Convert the checkpoint to safetensors, or set translate.allow_pickle: true if you trust it"
-        )
+    if p.is_dir():
+        require_safetensors(p, "translation model", "translate.allow_pickle: true", allow_pickle)
 
 
 def _first_line(e: BaseException) -> str:
