@@ -737,3 +737,16 @@ def test_pickle_adapter_in_a_run_is_refused_unless_allowed(built, tmp_path):
         load_model(root / "run")
     model, _, _, _ = load_model(root / "run", allow_pickle=True)
     assert any("lora_A" in n for n, _ in model.named_parameters())
+
+
+def test_build_with_a_missing_base_model_is_one_line(tmp_path):
+    """build loads the base model's tokenizer before train loads its weights: the same one line."""
+    import subprocess
+    import sys
+
+    recipe = write_recipe(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "mothertongue", "run", str(recipe), f"base_model={tmp_path / 'nope'}"],
+                       env=_cli_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "base_model: no such folder" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

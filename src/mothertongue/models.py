@@ -58,9 +58,15 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, extra_special: I
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
+    """The base model's tokenizer; a missing or empty folder, or a hub id that cannot be reached,
+    is one line naming `base_model` (build loads it before train loads the weights)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    check_base_model(name, weights=False)
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise StageError(f"base_model: cannot load the tokenizer of {name}: {_first_line(e)}") from None
 
 
 def build_tiny_model(cfg: TinyModelConfig, tokenizer, seed: int):
