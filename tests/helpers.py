@@ -54,3 +54,13 @@ def write_text_recipe(folder: Path, lines: str, extra: str = "", run_dir: Path |
     p.write_text(f"run_dir: {run_dir or folder / 'run'}\ningest:\n  sources:\n    - path: d.txt\n      format: text\n"
                  + extra, encoding="utf-8")
     return p
+
+
+# A tiny synthetic instruction task: name the German word for an English one.
+WORDS = {
+    "cat": "Katze", "dog": "Hund", "house": "Haus", "tree": "Baum", "water": "Wasser",
+    "bread": "Brot", "milk": "Milch", "apple": "Apfel", "book": "Buch", "table": "Tisch",
+    "chair": "Stuhl", "window": "Fenster", "door": "Tür", "sun": "Sonne", "moon": "Mond",
+    "star": "Stern", "car": "Auto", "train": "Zug", "school": "Schule", "friend": "Freund",
+    "mother": "Mutter", "father": "Vater", "child": "Kind", "city": "Stadt",
+}
