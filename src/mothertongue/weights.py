@@ -61,20 +61,22 @@ def in_hub_cache(repo_id: str, filename: str = "config.json") -> bool:
 
 def check_base_model(name: str, allow_pickle: bool = False, field: str = "base_model",
                      opt_in: str = "train.allow_pickle: true", weights: bool = True) -> None:
-    """Raise a one-line StageError when `name` (a recipe's `field`) cannot be loaded: a missing,
-    empty or non-model folder, pickle-only weights (when `weights` and not `allow_pickle`), or a hub
-    id while the hub is offline and the model is not cached."""
+    """Raise a one-line StageError when `name` (a recipe's `field`) cannot be loaded: a missing or
+    empty folder, a folder without a model config or with pickle-only weights (both only when
+    `weights`; not with `allow_pickle`), or a hub id that is not cached while the hub is offline
+    or unreachable."""
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
             raise StageError(f"{field}: {name} is a file; give a model folder or a hub id")
         if not any(path.iterdir()):
             raise StageError(f"{field}: {name} is an empty folder; copy the model's files into it")
+        if not weights:  # only the tokenizer is wanted here; its files are checked by its loader
+            return
         adapter = (path / "adapter_config.json").exists()
         if not adapter and not (path / "config.json").exists():
             raise StageError(f"{field}: {name} has no config.json; it is not a Hugging Face model folder")
-        if weights:
-            require_safetensors(path, "adapter" if adapter else "model", opt_in, allow_pickle)
+        require_safetensors(path, "adapter" if adapter else "model", opt_in, allow_pickle)
         return
     if looks_like_path(name):
         raise StageError(f"{field}: no such folder {name}")
