@@ -119,7 +119,9 @@ def prepare_tokenizer(recipe: Recipe, examples: list[list[dict]]):
         tok = train_tiny_tokenizer(contents + rendered, recipe.tiny_model.vocab_size, probe.special_tokens)
         templates.install(probe, tok)
         return tok, probe
-    tok = load_tokenizer(recipe.base_model, recipe.train.trust_remote_code)
+    from mothertongue.vocab.stage import base_model_path
+
+    tok = load_tokenizer(base_model_path(recipe), recipe.train.trust_remote_code)
     tmpl = templates.resolve(cfg.template, tok, Path(recipe.base_dir))
     templates.install(tmpl, tok)
     if tok.pad_token is None:

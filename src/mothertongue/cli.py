@@ -133,6 +133,19 @@ def mt_bench(
 
 
 @app.command()
+def tokenizer(
+    recipe: str = RECIPE,
+    overrides: list[str] = OVERRIDES,
+    report: bool = typer.Option(True, "--report/--no-report", help="Print tokens per word of the base tokenizer on target and English text."),
+) -> None:
+    """Diagnose the base tokenizer on the target language (fertility), with a recommendation."""
+    from mothertongue.vocab.stage import diagnose, format_report
+
+    if report:
+        typer.echo(format_report(diagnose(_recipe(recipe, overrides))))
+
+
+@app.command()
 def build(
     recipe: str = RECIPE,
     overrides: list[str] = OVERRIDES,

@@ -181,6 +181,10 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
             scores.update(bench)
             card["benchmarks_note"] = note
         card["models"][w] = scores
+        if w == "tuned" and recipe.vocab.enabled:
+            from mothertongue.vocab.stage import scorecard_section
+
+            card["vocab"] = scorecard_section(recipe, run, model, tok)
         all_gens += [{"model": w, **g} for g in gens]
         del model
     if cfg.judge.enabled and "base" in card["models"]:
@@ -191,6 +195,11 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     write_jsonl(out / "generations.jsonl", all_gens)
     atomic_write_json(out / "scorecard.json", card)
     write_markdown(card, out / "scorecard.md")
+    if card.get("vocab"):
+        from mothertongue.vocab.stage import scorecard_markdown
+
+        with open(out / "scorecard.md", "a", encoding="utf-8") as f:
+            f.write(scorecard_markdown(card["vocab"]))
     if cfg.html:
         write_html(card, all_gens, out / "scorecard.html")
     print(f"[evaluate] base vs tuned, {cfg.preset} decoding ({card['seconds']} s):\n{format_table(card)}")

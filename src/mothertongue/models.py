@@ -120,7 +120,9 @@ def load_base_model(recipe: Recipe, tokenizer, path: str | None = None):
         return build_tiny_model(recipe.tiny_model, tokenizer, recipe.seed)
     from transformers import AutoModelForCausalLM
 
-    name = path or recipe.base_model
+    from mothertongue.vocab.stage import base_model_path
+
+    name = path or base_model_path(recipe)
     allow_pickle = recipe.train.allow_pickle
     check_base_model(name, allow_pickle)
     kwargs = {}

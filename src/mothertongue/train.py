@@ -30,6 +30,7 @@ from mothertongue.models import (
     stop_token_ids,
 )
 from mothertongue.runs import RunDir, atomic_write_json, write_folder
+from mothertongue.vocab.stage import base_model_path
 
 
 def last_complete_checkpoint(ckpt_dir: Path, is_main: bool = True) -> str | None:
@@ -207,7 +208,7 @@ def fit(recipe: Recipe, run: RunDir, out: Path):
         plot_loss(history, out / "loss.png")
         model_info = {
             "adapter": cfg.adapter,
-            "base_path": recipe.base_model,
+            "base_path": base_model_path(recipe),
             "base_saved": base_saved,
             "end_of_turn": info.get("end_of_turn"),
             "trust_remote_code": cfg.trust_remote_code,
