@@ -7,33 +7,40 @@
 A word is a whitespace-separated piece of text (punctuation stays with its word, as users count
 words). Tokens are counted on whole texts without special tokens, so the numbers are what a
 training example or a reply really costs. `split_3plus` is the share of words the tokenizer cuts
-into three or more tokens (each word tokenized alone, with the leading space it has in running
-text): the words where a vocabulary for the language helps most.
+into three or more tokens in running text (a token counts for the word its last character is in):
+the words where a vocabulary for the language helps most.
 """
 
 from __future__ import annotations
 
 
-def words(text: str) -> list[str]:
-    return text.split()
-
-
 def fertility(tokenizer, texts: list[str]) -> dict:
+    import bisect
+    import re
+
     texts = [t for t in texts if t.strip()]
-    n_tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else 0
-    all_words = [w for t in texts for w in words(t)]
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else {"input_ids": []}
+    n_tokens = sum(len(ids) for ids in enc["input_ids"])
+    n_words = long = 0
+    for text, offsets in zip(texts, enc.get("offset_mapping", [])):
+        spans = [m.span() for m in re.finditer(r"\S+", text)]
+        starts = [a for a, _ in spans]
+        per_word = [0] * len(spans)
+        for start, end in offsets:
+            # A token belongs to the word its last character is in (a leading space marker is not).
+            k = bisect.bisect_right(starts, max(start, end - 1)) - 1
+            if end > start and k >= 0 and spans[k][0] <= end - 1 < spans[k][1]:
+                per_word[k] += 1
+        n_words += len(spans)
+        long += sum(1 for n in per_word if n >= 3)
     n_chars = sum(len(t) for t in texts)
-    unique = sorted(set(all_words))
-    # " word": the form a word has inside running text (the first word of a text is rarer).
-    lengths = dict(zip(unique, (len(x) for x in tokenizer([" " + w for w in unique], add_special_tokens=False)["input_ids"]))) if unique else {}
-    long = sum(1 for w in all_words if lengths[w] >= 3)
     return {
         "texts": len(texts),
-        "words": len(all_words),
+        "words": n_words,
         "tokens": n_tokens,
-        "fertility": round(n_tokens / len(all_words), 4) if all_words else None,
+        "fertility": round(n_tokens / n_words, 4) if n_words else None,
         "chars_per_token": round(n_chars / n_tokens, 4) if n_tokens else None,
-        "split_3plus": round(long / len(all_words), 4) if all_words else None,
+        "split_3plus": round(long / n_words, 4) if n_words else None,
     }
 
 

@@ -201,3 +201,31 @@ def scorecard_markdown(section: dict) -> str:
         vals = [section["bits_per_byte"][c].get(lang) for c in cols]
         lines.append(f"| {lang} | " + " | ".join(f"{v:.4f}" if v is not None else "-" for v in vals) + " |")
     return "\n".join(lines) + "\n"
+
+
+def compare(runs: dict[str, Path], texts: list[str]) -> dict:
+    """Tuned models of finished runs (e.g. the same CPT with and without extension) on the same
+    held-out texts: bits per byte, training steps and tokens, and fertility of each run's tokenizer."""
+    import json
+
+    from mothertongue.models import load_for_inference
+    from mothertongue.vocab.embeddings import bits_per_byte
+    from mothertongue.vocab.fertility import fertility
+
+    out = {}
+    for label, run_dir in runs.items():
+        summary = json.loads((Path(run_dir) / "train" / "manifest.json").read_text(encoding="utf-8"))["summary"]
+        model, tok, _ = load_for_inference(Path(run_dir), "tuned")
+        out[label] = {"bits_per_byte": bits_per_byte(model, tok, texts), "steps": summary["steps"],
+                      "tokens": summary["tokens"], "fertility": fertility(tok, texts)["fertility"]}
+        del model
+    return out
+
+
+def verdict(rows: dict, extended: str, plain: str) -> str:
+    """One line saying whether the extended run is worse than the plain one, and by how much."""
+    a, b = rows[extended], rows[plain]
+    worse = a["bits_per_byte"] > b["bits_per_byte"]
+    return (f"{extended} is {'worse than' if worse else 'no worse than'} {plain} on held-out text: "
+            f"{a['bits_per_byte']:.4f} vs {b['bits_per_byte']:.4f} bits per byte after {a['steps']} vs {b['steps']} steps "
+            f"({a['fertility']:.2f} vs {b['fertility']:.2f} tokens per word)")
