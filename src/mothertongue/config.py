@@ -96,28 +96,17 @@ class TranslateConfig(Strict):
     )
 
 
-# ------------------------------------------------------------------------------ vocab
 class VocabConfig(Strict):
-    """Vocabulary adaptation: measure the base tokenizer on the target language, optionally extend it."""
-
+    """Vocabulary adaptation (the vocab stage, between translate and build): see mothertongue/vocab/."""
     enabled: bool = Field(False, description="Run the vocab stage: extend the base tokenizer and initialise the new embedding rows.")
     extension_size: int = Field(2000, gt=0, description="At most this many new tokens.")
-    init: Literal["mean-of-subtokens", "mean", "random"] = Field(
-        "mean-of-subtokens", description="New embedding rows: mean of the rows of the pieces the base tokenizer gives the token, mean of all rows, or random."
-    )
+    init: Literal["mean-of-subtokens", "mean", "random"] = Field("mean-of-subtokens", description="New embedding rows: mean of the rows of the pieces the base tokenizer gives the token, mean of all rows, or random.")
     pad_to_multiple_of: int = Field(64, gt=0, description="Pad the embedding matrix to a multiple of this many rows.")
     min_frequency: int = Field(2, gt=0, description="A new token must occur at least this often in the training text.")
-    recommend_ratio: float = Field(
-        1.4, gt=0, description="Recommend extension when the target language needs this many times the tokens per word of English."
-    )
-    heldout_fraction: float = Field(
-        0.1, gt=0, lt=1,
-        description="Without a test split or evaluate.perplexity_file, this share of the texts is held out of the extension (training may still see it).",
-    )
+    recommend_ratio: float = Field(1.4, gt=0, description="Recommend extension when the target language needs this many times the tokens per word of English.")
+    heldout_fraction: float = Field(0.1, gt=0, lt=1, description="Without a test split or evaluate.perplexity_file, this share of the texts is held out of the extension (training may still see it).")
     texts: list[str] = Field(default_factory=list, description="Extra target-language text files (.txt one text per line, or .jsonl with `text`).")
-    english_texts: list[str] = Field(
-        default_factory=list, description="English text files whose tokens must not change (besides the shipped English prompts and English source data)."
-    )
+    english_texts: list[str] = Field(default_factory=list, description="English text files whose tokens must not change (besides the shipped English prompts and English source data).")
     warmup_new_rows_steps: int = Field(0, ge=0, description="Train only the new rows for this many steps before the train stage (0: off).")
     warmup_learning_rate: float = Field(1e-3, gt=0, description="Learning rate of the new-rows warm-up.")
 

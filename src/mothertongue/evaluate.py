@@ -184,7 +184,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
         if w == "tuned" and recipe.vocab.enabled:
             from mothertongue.vocab.stage import scorecard_section
 
-            card["vocab"] = scorecard_section(recipe, run, model, tok)
+            card["vocab"] = scorecard_section(recipe, rundir, model, tok)
         all_gens += [{"model": w, **g} for g in gens]
         del model
     if cfg.judge.enabled and "base" in card["models"]:
