@@ -119,7 +119,9 @@ def warm_up_new_rows(model, tok, texts: list[str], new_ids: list[int], steps: in
     if len(stream) < 2:
         return []
     rows = [s for s in range(0, max(1, len(stream) - 1), max_length)]
-    params = {id(p): p for p in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)}.values()
+    out_emb = model.get_output_embeddings()
+    tables = [model.get_input_embeddings().weight] + ([out_emb.weight] if out_emb is not None else [])
+    params = list({id(p): p for p in tables}.values())  # one tensor when tied
     for p in model.parameters():
         p.requires_grad_(False)
     keep = torch.zeros(model.get_input_embeddings().weight.shape[0], 1)
@@ -129,7 +131,7 @@ def warm_up_new_rows(model, tok, texts: list[str], new_ids: list[int], steps: in
         p.requires_grad_(True)
         hooks.append(p.register_hook(lambda g: g * keep.to(g.dtype)))
     # No weight decay: it would shrink the old rows, whose gradient is masked to zero.
-    opt = torch.optim.AdamW(list(params), lr=learning_rate, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     rng = random.Random(seed)
     model.train()
     losses = []

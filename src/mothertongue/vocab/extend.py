@@ -107,6 +107,14 @@ def _new_characters(tok, texts: list[str], split, min_frequency: int) -> list[st
     return [c for c, n in sorted(counts.items(), key=lambda x: (-x[1], x[0])) if n >= min_frequency]
 
 
+def _repeated(counts: Counter, chunk: int = 1000):
+    """Each word as often as it occurs, in lines of at most `chunk` words (the trainer counts them)."""
+    for w, n in counts.items():
+        while n > 0:
+            yield " ".join([w] * min(n, chunk))
+            n -= chunk
+
+
 def _candidates(tok, kind: str, texts: list[str], size: int, min_frequency: int) -> list[tuple[str | None, str | None, str]]:
     """(left, right, token) in the order BPE training continued from the base segmentation
     learns them (new single characters first, as (None, None, char)).
@@ -129,7 +137,7 @@ def _candidates(tok, kind: str, texts: list[str], size: int, min_frequency: int)
     trainer = trainers.BpeTrainer(vocab_size=len(code) + 2 * size, min_frequency=min_frequency, show_progress=False)
     fresh = Tokenizer(models.BPE())
     fresh.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fresh.train_from_iterator((" ".join([w] * min(n, 1000)) for w, n in mapped.items()), trainer=trainer)
+    fresh.train_from_iterator(_repeated(mapped), trainer=trainer)
 
     def text(s: str) -> str:
         return "".join(back[c] for c in s)
