@@ -38,11 +38,11 @@ def _held_out(text: str, fraction: float) -> bool:
     return int(hashlib.sha1(text.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
 
 
-def _conversation_texts(run: RunDir, stage: str, lang: str, splits: tuple[str, ...]) -> list[str]:
+def _conversation_texts(rundir: RunDir, stage: str, lang: str, splits: tuple[str, ...]) -> list[str]:
     from mothertongue.conversation import read_conversations
 
-    d = run.stage(stage)
-    if not run.complete(stage):
+    d = rundir.stage(stage)
+    if not rundir.complete(stage):
         return []
     out = []
     for split in splits:
@@ -59,19 +59,19 @@ def gather(recipe: Recipe) -> dict[str, list[str]]:
     from mothertongue import mix
     from mothertongue.metrics.suites import find_file, load_suite, read_texts
 
-    run = RunDir(Path(recipe.run_dir))
+    rundir = RunDir(Path(recipe.run_dir))
     base_dir = Path(recipe.base_dir)
     data_stage = "translate" if recipe.translate.enabled else "ingest"
-    train = _conversation_texts(run, data_stage, recipe.language, ("train", "dev"))
+    train = _conversation_texts(rundir, data_stage, recipe.language, ("train", "dev"))
     train += mix.native_chunks(recipe) if recipe.build.native else []
     for f in recipe.vocab.texts:
         train += read_texts(find_file(f, base_dir))
-    held = _conversation_texts(run, data_stage, recipe.language, ("test",))
+    held = _conversation_texts(rundir, data_stage, recipe.language, ("test",))
     if recipe.evaluate.perplexity_file:
         held += read_texts(find_file(recipe.evaluate.perplexity_file, base_dir))
     english = [i.messages[-1]["content"] for i in load_suite("en", base_dir)[1]]
     if recipe.language != "en":
-        english += _conversation_texts(run, "ingest", "en", ("train", "dev", "test"))
+        english += _conversation_texts(rundir, "ingest", "en", ("train", "dev", "test"))
         for f in recipe.vocab.english_texts:
             english += read_texts(find_file(f, base_dir))
     held = list(dict.fromkeys(held))
@@ -115,7 +115,7 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
+def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -123,6 +123,7 @@ def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
     from mothertongue.vocab.embeddings import bits_per_byte, grow_embeddings, warm_up_new_rows
     from mothertongue.vocab.extend import extend, new_token_ids
     from mothertongue.vocab.fertility import fertility
+    from mothertongue.weights import check_base_model
 
     cfg = recipe.vocab
     report = diagnose(recipe)
@@ -143,8 +144,10 @@ def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
     report["fertility"] = {f"{recipe.language} held-out": fertility(base_tok, held), "en": fertility(base_tok, english)}
     report["after"] = {f"{recipe.language} held-out": fertility(new_tok, held), "en": fertility(new_tok, english)}
 
-    model = AutoModelForCausalLM.from_pretrained(recipe.base_model, dtype=torch.float32,
-                                                 trust_remote_code=recipe.train.trust_remote_code, use_safetensors=True)
+    allow_pickle = recipe.train.allow_pickle
+    check_base_model(recipe.base_model, allow_pickle)
+    model = AutoModelForCausalLM.from_pretrained(recipe.base_model, dtype=torch.float32, trust_remote_code=recipe.train.trust_remote_code,
+                                                 use_safetensors=None if allow_pickle else True)
     model.eval()
     bpb = {"base": {recipe.language: bits_per_byte(model, base_tok, held), "en": bits_per_byte(model, base_tok, held_en)}}
     report["embeddings"] = grow_embeddings(model, base_tok, new_tok, cfg.init, cfg.pad_to_multiple_of, recipe.seed)
@@ -169,15 +172,15 @@ def run(recipe: Recipe, run: RunDir, out: Path) -> dict:
     return {k: report[k] for k in ("extension", "fertility", "after", "bits_per_byte", "texts")}
 
 
-def scorecard_section(recipe: Recipe, run: RunDir, model, tok) -> dict | None:
+def scorecard_section(recipe: Recipe, rundir: RunDir, model, tok) -> dict | None:
     """The scorecard's `vocab` entry: the stage's fertility and bits per byte, plus the tuned
     model's bits per byte on the same held-out texts."""
     import json
 
     from mothertongue.vocab.embeddings import bits_per_byte
 
-    d = run.stage("vocab")
-    if not recipe.vocab.enabled or not run.complete("vocab"):
+    d = rundir.stage("vocab")
+    if not recipe.vocab.enabled or not rundir.complete("vocab"):
         return None
     report = json.loads((d / "report.json").read_text(encoding="utf-8"))
     held = [t for t in (d / "heldout_target.txt").read_text(encoding="utf-8").splitlines() if t.strip()]
