@@ -110,9 +110,13 @@ def test_sharegpt_roles_system_ids_meta_and_tools():
     assert [m.role for m in convs[1].messages] == ["system", "user", "assistant"]
     tools, rep = read("sharegpt", FIX / "sharegpt_tools.jsonl", on_error="skip")
     t = tools[0]
-    assert [m.role for m in t.messages] == ["system", "user", "assistant", "user", "assistant"]
+    # tool use keeps its structure (issue #14): a tool call, a tool result, the schemas
+    assert [m.role for m in t.messages] == ["system", "user", "assistant", "tool", "assistant"]
+    assert t.messages[2].tool_calls == [{"type": "function", "function": {"name": "wetter", "arguments": {"ort": "Kiel"}}}]
+    assert t.messages[3].content == '{"temp": 12, "himmel": "bewölkt"}'
     assert t.meta["source_roles"] == ["human", "function_call", "observation", "gpt"]
-    assert json.loads(t.meta["tools"])[0]["name"] == "wetter"
+    assert t.tools == [{"type": "function", "function": {"name": "wetter", "parameters": {"ort": "string"}}}]
+    t.validate()
     assert rep.skipped == {"unknown role": 1}
     assert "sharegpt_tools.jsonl:2: field 'conversations[1].from' is 'robot'" in rep.examples["unknown role"][0]
     # a configurable role map fixes it

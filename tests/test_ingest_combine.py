@@ -40,7 +40,12 @@ def test_mixed_sources_report_and_outputs(tmp_path):
     assert n == 4 + 3 + 4 + 2
     pairs = read_pairs(out / "pairs.jsonl")
     assert len(pairs) == 3 + 2  # 3 valid preference rows + 2 OASST pairs
-    assert rep["read"] == 4 + 3 + 16 + 4 + 2 and rep["converted"] == n + len(pairs)
+    # converted counts records read, not outputs (issue #14): 16 OASST messages -> 12 used in
+    # 4 threads and 2 pairs, 4 skipped; every record read is converted or skipped, once
+    assert rep["read"] == 4 + 3 + 16 + 4 + 2 and rep["converted"] == 4 + 3 + 12 + 3 + 2
+    assert rep["read"] == rep["converted"] + sum(rep["skipped"].values())
+    for s in rep["sources"]:
+        assert s["read"] == s["converted"] + s["skipped"], s
     assert [s["format"] for s in rep["sources"]] == ["alpaca", "dolly", "oasst", "preference", "sharegpt"]
     assert rep["sources"][0]["detected"].startswith("records have the fields")
     assert rep["skipped"]["invalid conversation"] == 1  # chosen == rejected

@@ -128,8 +128,7 @@ def test_preference_pairs_written(tmp_path):
 def test_preference_pairs_split_like_conversations(tmp_path):
     """ingest.dev_fraction/test_fraction hold pairs out by a hash of their id: the same pair lands
     in the same file on every build, and every pair lands in exactly one file."""
-    from mothertongue.conversation import PreferencePair
-    from mothertongue.ingest import split_of
+    from mothertongue.conversation import PreferencePair, split_of
 
     pairs = [PreferencePair(f"p{i}", [Message("user", f"Frage {i}?")], f"Antwort {i}.", "Nein.") for i in range(60)]
     r = _recipe(tmp_path, "ingest.dev_fraction=0.2", "ingest.test_fraction=0.1", *TINY)

@@ -20,10 +20,12 @@ from pathlib import Path
 from mothertongue import mix, templates
 from mothertongue.config import Recipe
 from mothertongue.conversation import (
+    SPLITS,
     Conversation,
     DataError,
     read_conversations,
     read_pairs,
+    split_of,
     write_jsonl,
 )
 from mothertongue.models import TINY, load_tokenizer, train_tiny_tokenizer
@@ -254,11 +256,9 @@ def write_preferences(recipe: Recipe, data: Path, out: Path) -> dict[str, int]:
     conversations (ingest.dev_fraction / test_fraction, by a hash of the pair id):
     `preference.jsonl` trains, `preference_dev.jsonl` is evaluated during training,
     `preference_test.jsonl` is held out."""
-    from mothertongue.ingest import split_of
-
     src = data / "pairs.jsonl"
     pairs = read_pairs(src) if src.exists() else []
-    rows: dict[str, list] = {"train": [], "dev": [], "test": []}
+    rows: dict[str, list] = {s: [] for s in SPLITS}
     for p in pairs:
         prompt = [{"role": m.role, "content": m.content} for m in p.prompt]
         sp = mix.system_for(p.id, [], recipe.build, recipe.language)

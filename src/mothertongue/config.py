@@ -59,6 +59,10 @@ class IngestConfig(Strict):
     )
     dev_fraction: float = Field(0.0, ge=0, lt=1, description="Share of conversations held out as dev.")
     test_fraction: float = Field(0.0, ge=0, lt=1, description="Share held out as test (evaluation).")
+    allow_empty: bool = Field(
+        False, description="Accept a source that yields no conversation or pair (otherwise an error, and the "
+        "previous ingest output stays)."
+    )
 
 
 # -------------------------------------------------------------------------- translate

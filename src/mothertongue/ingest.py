@@ -5,9 +5,12 @@
 
 Writes `ingest/{train,dev,test}.jsonl` (conversations), `ingest/pairs.jsonl` (preference pairs,
 when a source has them) and `ingest/report.json`: records read, converted, skipped by reason
-with file:line examples, languages, turns and lengths. Splits are decided by a hash of the
-conversation id, so adding a source never moves existing conversations between splits; a
-source that marks its own evaluation part (the text format's `_EVAL_`) keeps it.
+with file:line examples, languages, turns and lengths. The report reconciles: every record read
+is converted (into conversations, pairs or both, counted once) or skipped with one reason. A
+source that yields nothing is an error (unless `ingest.allow_empty`), and a failed ingest leaves
+the previous output as it was. Splits are decided by a hash of the conversation id, so adding a
+source never moves existing conversations between splits; a source that marks its own
+evaluation part (the text format's `_EVAL_`) keeps it.
 """
 
 from __future__ import annotations
@@ -15,34 +18,28 @@ from __future__ import annotations
 import bisect
 import gc
 import hashlib
-import json
 import re
 import unicodedata
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mothertongue.config import Recipe
-from mothertongue.conversation import Conversation, DataError, PreferencePair
+from mothertongue.conversation import (
+    SPLITS,
+    Conversation,
+    DataError,
+    PreferencePair,
+    split_of,
+    stable_fraction,
+    write_jsonl,
+)
 from mothertongue.formats import FORMATS, IngestReport, detect_format
 from mothertongue.registry import UnknownName
 from mothertongue.runs import RunDir, atomic_write_json
 
-SPLITS = ("train", "dev", "test")
-
-
-def split_of(conv: Conversation | PreferencePair, dev: float, test: float) -> str:
-    """train/dev/test by the record's own mark, else by a hash of its id (stable when sources are added)."""
-    explicit = conv.meta.get("split")
-    if explicit in SPLITS:
-        return explicit
-    if not (dev or test):
-        return "train"
-    u = _hash01(conv.meta.get("copy_of", conv.id))
-    if u < test:
-        return "test"
-    if u < test + dev:
-        return "dev"
-    return "train"
+Record = Conversation | PreferencePair
+__all__ = ["SPLITS", "split_of", "read_sources", "run", "format_report"]
 
 
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
@@ -64,11 +61,6 @@ def _near_key(key: tuple) -> bytes:
     return hashlib.sha1(" ".join(_PUNCT.sub(" ", text.casefold()).split()).encode()).digest()
 
 
-def _hash01(s: str, salt: str = "") -> float:
-    """A uniform number in [0, 1) from the first 48 bits of sha256(salt + s)."""
-    return int.from_bytes(hashlib.sha256((salt + s).encode()).digest()[:6], "big") / 16**12
-
-
 def _histogram(values: list[int], edges=(0, 64, 128, 256, 512, 1024, 2048, 4096, 8192)) -> dict[str, int]:
     labels = [f"{lo}-{hi - 1}" for lo, hi in zip(edges, edges[1:])] + [f"{edges[-1]}+"]
     counts = Counter(bisect.bisect_right(edges, v) - 1 for v in values)
@@ -84,54 +76,145 @@ def _where(r: Conversation | PreferencePair) -> str:
     return m.get("file", r.source)
 
 
+@dataclass
+class Ledger:
+    """Where every record read went. A conversation or pair carries `origin`: (source index,)
+    when it is the one output of one record, else (source index, unit, unit, ...) naming the
+    records it came from (an OASST thread: its messages). Outputs dropped after the adapter
+    (invalid, duplicate, sampled out, past the limit) are resolved at the end: a record is
+    skipped only when none of its outputs survived, and then once."""
+
+    report: IngestReport
+    read: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # by the adapters, per source
+    dropped: list[tuple[Record, str, str, str]] = field(default_factory=list)
+
+    def drop(self, rec: Record, reason: str, detail: str = "") -> None:
+        where = _where(rec)
+        if reason == "invalid conversation" and self.report.on_error == "stop":
+            self.report.bad(where, reason, detail)  # raises
+        self.dropped.append((rec, reason, where, detail))
+
+    def settle(self, kept: list[Record]) -> list[dict]:
+        """Count converted records and the records dropped whole; per source and in total."""
+        n = len(self.read)
+        converted, skipped = [0] * n, list(self.skipped)
+        units: set = set()
+        for r in kept:
+            if "copy_of" in r.meta:
+                continue
+            src = r.origin[0]
+            if len(r.origin) == 1:
+                converted[src] += 1
+            else:
+                for u in r.origin[1:]:
+                    if (src, u) not in units:
+                        units.add((src, u))
+                        converted[src] += 1
+        gone: set = set()
+        for rec, reason, where, detail in self.dropped:
+            src = rec.origin[0]
+            lost = [None] if len(rec.origin) == 1 else [
+                u for u in rec.origin[1:] if (src, u) not in units and (src, u) not in gone]
+            for u in lost:
+                if u is not None:
+                    gone.add((src, u))
+                self.report.skip(where, reason, detail)
+                skipped[src] += 1
+        self.report.converted = sum(converted)
+        return [{"read": self.read[i], "converted": converted[i], "skipped": skipped[i]} for i in range(n)]
+
+
 def read_sources(
-    recipe: Recipe, report: IngestReport, per_source: list[dict] | None = None
+    recipe: Recipe, report: IngestReport, per_source: list[dict] | None = None, ledger: Ledger | None = None
 ) -> tuple[list[list[Conversation]], list[PreferencePair]]:
     """Every source read, converted and validated: conversations per source, and all pairs."""
     per_source = per_source if per_source is not None else []
+    ledger = ledger or Ledger(report)
     convs: list[list[Conversation]] = []
     pairs: list[PreferencePair] = []
     if not recipe.ingest.sources:
         raise DataError("ingest.sources is empty: add at least one source (path and format)")
     default_lang = recipe.translate.source_lang if recipe.translate.enabled else None
     for i, src in enumerate(recipe.ingest.sources):
+        where = f"ingest.sources.{i}"
         path = recipe.resolve_path(src.path)
         if not path.exists() and src.format != "hf":
-            raise DataError(f"ingest.sources.{i}.path: file not found: {path}")
+            raise DataError(f"{where}.path: file not found: {path}")
         fmt, why = src.format, "given"
-        if fmt == "auto":
-            fmt, why = detect_format(path, FORMATS)
-            report.notes.append(f"{path}: format auto -> {fmt} ({why})")
         try:
-            adapter = FORMATS.get(fmt)(src, src.options)
-        except UnknownName as e:
-            raise DataError(f"ingest.sources.{i}.format: {e}") from None
-        read_before, skipped_before = report.read, sum(report.skipped.values())
-        mine: list[Conversation] = []
-        n = 0
-        for rec in adapter.read(path, report):
-            if src.limit is not None and n >= src.limit:
-                report.notes.append(f"{path}: stopped after limit={src.limit} records")
-                break
+            if fmt == "auto":
+                fmt, why = detect_format(path, FORMATS)
+                report.notes.append(f"{path}: format auto -> {fmt} ({why})")
             try:
-                rec.validate()
-            except DataError as e:
-                report.bad(_where(rec), "invalid conversation", str(e))
-                continue
-            if rec.lang is None:
-                rec.lang = default_lang
-            (pairs if isinstance(rec, PreferencePair) else mine).append(rec)
-            n += 1
+                adapter = FORMATS.get(fmt)(src, src.options, where)
+            except UnknownName as e:
+                raise DataError(f"{where}.format: {e}") from None
+            read_before, skipped_before = report.read, sum(report.skipped.values())
+            mine: list[Conversation] = []
+            n_pairs = 0
+            for rec in _limited(_tagged(adapter.read(path, report), i), src.limit, adapter.collects, ledger, path):
+                try:
+                    rec.validate()
+                except DataError as e:
+                    ledger.drop(rec, "invalid conversation", str(e))
+                    continue
+                if rec.lang is None:
+                    rec.lang = default_lang
+                if isinstance(rec, PreferencePair):
+                    pairs.append(rec)
+                    n_pairs += 1
+                else:
+                    mine.append(rec)
+        except PermissionError as e:
+            raise DataError(f"{where}.path: {e.filename or path}: permission denied") from None
+        except IsADirectoryError as e:
+            raise DataError(f"{where}.path: {e.filename or path} is a folder; format {fmt} expects a file here") from None
+        except OSError as e:
+            raise DataError(f"{where}.path: {e.filename or path}: cannot read ({e.strerror or e})") from None
         convs.append(mine)
+        ledger.read.append(report.read - read_before)
+        ledger.skipped.append(sum(report.skipped.values()) - skipped_before)
         per_source.append({
             "name": adapter.src_name, "path": str(path), "format": fmt, "detected": why if src.format == "auto" else None,
-            "read": report.read - read_before, "conversations": len(mine), "pairs": n - len(mine),
-            "skipped": sum(report.skipped.values()) - skipped_before, "weight": src.weight,
+            "read": report.read - read_before, "conversations": len(mine), "pairs": n_pairs, "weight": src.weight,
         })
     return convs, pairs
 
 
-def _dedup(records: list, mode: str, report: IngestReport, seen_exact: set, seen_near: set) -> list:
+def _tagged(records, i: int):
+    """Prefix each record's origin with its source index (see Ledger)."""
+    for rec in records:
+        rec.origin = (i,) if rec.origin is None else (i, *rec.origin)
+        yield rec
+
+
+def _limited(records, limit: int | None, drain: bool, ledger: Ledger, path: Path):
+    """At most `limit` records; the one past it is dropped and counted, and an adapter that read
+    everything before yielding (OASST) is drained so each of its records is accounted for."""
+    n = 0
+    for rec in records:
+        if limit is None or n < limit:
+            n += 1
+            yield rec
+            continue
+        ledger.drop(rec, f"beyond the source's limit ({limit})")
+        if not drain:
+            ledger.report.notes.append(f"{path}: stopped after limit={limit} records")
+            return
+
+
+def _empty_error(i: int, src_report: dict, path: Path, fmt: str, report: IngestReport) -> DataError:
+    where = f"ingest.sources.{i}"
+    if src_report["read"] == 0:
+        what = f"a folder without files for format {fmt}" if path.is_dir() else "no records (empty or only whitespace)"
+        return DataError(f"{where}: {path}: {what}; set ingest.allow_empty=true to accept an empty source")
+    top = ", ".join(f"{n} x {r}" for r, n in report.skipped.most_common(3))
+    return DataError(f"{where}: {path}: all {src_report['read']} records were skipped ({top}); "
+                     "see the examples with ingest.on_error=skip, or set ingest.allow_empty=true")
+
+
+def _dedup(records: list, mode: str, ledger: Ledger, seen_exact: set, seen_near: set) -> list:
     if mode == "none":
         return records
     kept = []
@@ -139,12 +222,12 @@ def _dedup(records: list, mode: str, report: IngestReport, seen_exact: set, seen
     for r in records:
         key = _exact_key(r)
         if key in seen_exact:
-            report.skip(_where(r), "duplicate (exact)")
+            ledger.drop(r, "duplicate (exact)")
             continue
         if near:
             nkey = _near_key(key)
             if nkey in seen_near:
-                report.skip(_where(r), "duplicate (near: same normalised text)")
+                ledger.drop(r, "duplicate (near: same normalised text)")
                 continue
             seen_near.add(nkey)
         seen_exact.add(key)
@@ -152,7 +235,7 @@ def _dedup(records: list, mode: str, report: IngestReport, seen_exact: set, seen
     return kept
 
 
-def _weighted(convs: list[Conversation], weight: float, report: IngestReport) -> list[Conversation]:
+def _weighted(convs: list[Conversation], weight: float, ledger: Ledger) -> list[Conversation]:
     """weight < 1 keeps that share, weight > 1 adds copies; chosen by id hash, so reproducible
     and stable when other sources change. Copies share their original's split (no leakage)."""
     if weight == 1.0:
@@ -160,38 +243,17 @@ def _weighted(convs: list[Conversation], weight: float, report: IngestReport) ->
     out: list[Conversation] = []
     whole, frac = int(weight), weight - int(weight)
     for c in convs:
-        copies = whole + (1 if frac and _hash01(c.id, "weight") < frac else 0)
+        copies = whole + (1 if frac and stable_fraction(c.id, "weight") < frac else 0)
         if copies == 0:
-            report.skip(_where(c), f"sampled out (weight={weight})")
+            ledger.drop(c, f"sampled out (weight={weight})")
             continue
         out.append(c)
         for k in range(1, copies):
             meta = {**c.meta, "copy_of": c.id}
-            out.append(Conversation(f"{c.id}~{k}", c.messages, c.lang, c.source, list(c.tags), meta))
+            out.append(Conversation(f"{c.id}~{k}", c.messages, c.lang, c.source, list(c.tags), meta, c.tools, c.origin))
     if weight > 1:
-        report.notes.append(f"{convs[0].source if convs else '?'}: weight={weight} added {len(out) - len(convs)} copies")
+        ledger.report.notes.append(f"{convs[0].source if convs else '?'}: weight={weight} added {len(out) - len(convs)} copies")
     return out
-
-
-def _write(path: Path, records: list) -> None:
-    """JSONL like conversation.write_jsonl, 3x faster at 1M records (orjson, stdlib as fallback)."""
-    encode = json.JSONEncoder(ensure_ascii=False).encode
-    try:
-        import orjson
-    except ImportError:  # pragma: no cover
-        orjson = None
-
-    def line(r) -> bytes:
-        d = r.to_dict()
-        if orjson is not None:
-            try:
-                return orjson.dumps(d) + b"\n"
-            except TypeError:  # ints over 64 bits, lone surrogates: the stdlib writes them
-                pass
-        return (encode(d) + "\n").encode("utf-8", "surrogatepass")
-
-    with open(path, "wb") as f:
-        f.writelines(line(r) for r in records)
 
 
 def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
@@ -209,25 +271,31 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
 def _run(recipe: Recipe, out: Path) -> dict:
     cfg = recipe.ingest
     report = IngestReport(on_error=cfg.on_error)
+    ledger = Ledger(report)
     per_source: list[dict] = []
-    by_source, pairs = read_sources(recipe, report, per_source)
+    by_source, pairs = read_sources(recipe, report, per_source, ledger)
 
     seen_exact: set = set()
     seen_near: set = set()
     kept: list[Conversation] = []
     for src, convs in zip(cfg.sources, by_source):
-        kept += _weighted(_dedup(convs, cfg.dedup, report, seen_exact, seen_near), src.weight, report)
-    pairs = _dedup(pairs, cfg.dedup, report, set(), set())
-    report.converted = len(kept) + len(pairs)
+        kept += _weighted(_dedup(convs, cfg.dedup, ledger, seen_exact, seen_near), src.weight, ledger)
+    pairs = _dedup(pairs, cfg.dedup, ledger, set(), set())
+    for src_report, counts in zip(per_source, ledger.settle([*kept, *pairs])):
+        src_report.update(counts)
+    for i, src_report in enumerate(per_source):
+        if src_report["converted"] == 0 and not cfg.allow_empty:
+            raise _empty_error(i, src_report, Path(src_report["path"]), src_report["format"], report)
 
     by_split: dict[str, list[Conversation]] = {s: [] for s in SPLITS}
     for c in kept:
         by_split[split_of(c, cfg.dev_fraction, cfg.test_fraction)].append(c)
     for s in SPLITS:
-        _write(out / f"{s}.jsonl", by_split[s])
-    _write(out / "pairs.jsonl", pairs)
+        write_jsonl(out / f"{s}.jsonl", by_split[s])
+    write_jsonl(out / "pairs.jsonl", pairs)
 
     summary = report.to_dict()
+    summary["conversations"] = len(kept)
     summary["splits"] = {s: len(v) for s, v in by_split.items()}
     summary["pairs"] = len(pairs)
     summary["sources"] = per_source
@@ -243,13 +311,15 @@ def _run(recipe: Recipe, out: Path) -> dict:
 
 def format_report(s: dict) -> str:
     lines = [
-        f"[ingest] read {s['read']} records, converted {s['converted']} "
-        f"(train {s['splits']['train']}, dev {s['splits']['dev']}, test {s['splits']['test']}, pairs {s['pairs']})"
+        f"[ingest] read {s['read']} records: converted {s['converted']}, skipped {sum(s['skipped'].values())}; "
+        f"conversations: train {s['splits']['train']}, dev {s['splits']['dev']}, test {s['splits']['test']}; "
+        f"pairs {s['pairs']}"
     ]
     for src in s.get("sources", []):
         how = f"auto: {src['detected']}" if src.get("detected") else "given"
-        lines.append(f"  source {src['name']} [{src['format']}, {how}]: read {src['read']}, "
-                     f"{src['conversations']} conversations, {src['pairs']} pairs, {src['skipped']} skipped")
+        lines.append(f"  source {src['name']} [{src['format']}, {how}]: read {src['read']}, converted "
+                     f"{src['converted']}, skipped {src['skipped']} -> {src['conversations']} conversations, "
+                     f"{src['pairs']} pairs")
     for reason, n in sorted(s["skipped"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  skipped {n} x {reason}, e.g. {s['examples'][reason][0]}")
     langs = ", ".join(f"{k} {v}" for k, v in list(s.get("languages", {}).items())[:8])

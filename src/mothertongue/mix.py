@@ -10,22 +10,16 @@ to the requested ratio, repeating only when a part has too little data (counted 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import re
 from pathlib import Path
 
 from mothertongue import languages
 from mothertongue.config import BuildConfig, NativeSourceConfig, Recipe
-from mothertongue.conversation import DataError, iter_jsonl
+from mothertongue.conversation import DataError, iter_jsonl, stable_bucket, write_jsonl
 from mothertongue.text import parallel as text_parallel
 
 STYLE_PREFIX = "style:"
-
-
-def _pick(key: str, n: int) -> int:
-    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % n
 
 
 def base_system_prompt(cfg: BuildConfig, language: str, key: str = "") -> str | None:
@@ -36,7 +30,7 @@ def base_system_prompt(cfg: BuildConfig, language: str, key: str = "") -> str | 
     if sp != "auto":
         return sp
     options = languages.system_prompts(language)
-    return options[_pick(key, len(options))] if cfg.system_prompt_variants and key else options[0]
+    return options[stable_bucket(key, len(options), 'system')] if cfg.system_prompt_variants and key else options[0]
 
 
 def style_tags(tags: list[str], cfg: BuildConfig, language: str) -> list[str]:
@@ -179,6 +173,4 @@ def sample(pool: list, n: int, rng: random.Random) -> tuple[list, int]:
 
 
 def write_text_rows(path: Path, texts: list[str]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for t in texts:
-            f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+    write_jsonl(path, ({"text": t} for t in texts))

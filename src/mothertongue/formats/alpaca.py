@@ -13,7 +13,9 @@ becomes::
                  messages=[Message("user", "Give three tips for staying healthy."),
                            Message("assistant", "1.Eat a balanced diet and make sure ...\\n2. ...")])
 
-A non-empty `input` is appended to the instruction after a blank line (`options.input_join`). The
+A non-empty `input` is appended to the instruction after a blank line (`options.input_join`); an
+`input` or `system` that is a number becomes its decimal text, one that is an object or a list is
+a bad record (never written into the prompt as a Python repr). The
 optional fields of Alpaca variants are kept: `system` becomes a system message, `history`
 (`[[question, answer], ...]`, LLaMA-Factory style) becomes earlier turns; any other field goes to
 `meta["extra"]`. Missing or empty `instruction`/`output` is a bad record naming file, line, field.
@@ -24,21 +26,28 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import Field
+
 from mothertongue.conversation import Conversation, Message
-from mothertongue.formats.base import Adapter, IngestReport, clean, stable_id
+from mothertongue.formats.base import Adapter, FormatOptions, IngestReport, clean, stable_id
+
+
+class AlpacaOptions(FormatOptions):
+    input_join: str = Field("\n\n", description="Put between the instruction and a non-empty input.")
+    system: str | None = Field(None, description="System message for records without their own `system`.")
 
 
 class AlpacaAdapter(Adapter):
     name = "alpaca"
-    option_names = ("lang", "input_join", "system")
+    Options = AlpacaOptions
     required = ("instruction", "output")
     _used = frozenset(("instruction", "input", "output", "system", "history"))
 
-    def __init__(self, source, options=None):
-        super().__init__(source, options)
-        self.join = self.options.get("input_join", "\n\n")
-        self.lang = self.options.get("lang")
-        self.system = self.options.get("system")
+    def __init__(self, source, options=None, where: str = "source"):
+        super().__init__(source, options, where)
+        self.join = self.opts.input_join
+        self.lang = self.opts.lang
+        self.system = self.opts.system
 
     def convert(self, obj: Any, loc: str, report: IngestReport) -> Iterator[Conversation]:
         instruction = obj.get("instruction") if isinstance(obj, dict) else None
@@ -50,20 +59,21 @@ class AlpacaAdapter(Adapter):
             instruction, output = got
         elif "\r" in instruction or "\r" in output:
             instruction, output = clean(instruction), clean(output)
-        inp = obj.get("input")
-        user = instruction
-        if inp:
-            inp = clean(inp)
-            if inp.strip():
-                user = f"{instruction}{self.join}{inp}"
+        inp = self.optional_text(obj, "input", loc, report)
+        system = self.optional_text(obj, "system", loc, report) if inp is not False else False
+        if inp is False or system is False:
+            return
+        user = f"{instruction}{self.join}{inp}" if inp and inp.strip() else instruction
         messages: list[Message] = []
-        system = obj.get("system") or self.system
+        system = system or self.system
         if system:
             messages.append(Message("system", clean(system)))
         history = obj.get("history")
         if history:
-            if not isinstance(history, list) or not all(isinstance(h, (list, tuple)) and len(h) == 2 for h in history):
-                report.bad(loc, "bad field history", "field 'history' must be a list of [question, answer] pairs")
+            if not isinstance(history, list) or not all(
+                isinstance(h, (list, tuple)) and len(h) == 2 and all(isinstance(x, str) for x in h) for h in history
+            ):
+                report.bad(loc, "bad field history", "field 'history' must be a list of [question, answer] text pairs")
                 return
             for q, a in history:
                 messages += [Message("user", clean(q)), Message("assistant", clean(a))]

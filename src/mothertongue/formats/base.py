@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from mothertongue.config import SourceConfig
 from mothertongue.conversation import Conversation, DataError, Message, PreferencePair
 
@@ -82,6 +84,22 @@ def _decode_whole(data: bytes, path: Path, encoding: str | None) -> str | None:
     return None
 
 
+def decode_text(path: Path, encoding: str | None = None) -> str:
+    """A whole text file as str (UTF-8 with or without BOM, UTF-16 by BOM, or the declared
+    encoding); bytes that are not UTF-8 are a DataError naming the line."""
+    data = path.read_bytes()
+    text = _decode_whole(data, path, encoding)
+    if text is not None:
+        return text
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8; re-save the file as UTF-8 or set the source's encoding") from None
+
+
 def _line_of(text: str | bytes, pos: int, start_pos: int, start_line: int) -> int:
     return start_line + text.count("\n" if isinstance(text, str) else b"\n", start_pos, pos)
 
@@ -122,7 +140,7 @@ def iter_json_records(
         try:  # the slow path: accept what only the stdlib accepts, else say exactly why not
             obj = json.loads(line)
         except UnicodeDecodeError as e:
-            report.bad(f"{path}:{lineno}", "encoding", f"not UTF-8 (byte {e.start} of the line); "
+            report.bad(f"{path}:{lineno}", "encoding", f"not UTF-8 (column {e.start + 1}); "
                        "re-save as UTF-8 or set the source's encoding")
             continue
         except json.JSONDecodeError as e:
@@ -161,8 +179,7 @@ def _iter_json_document(path: Path, report: IngestReport, doc: str | bytes) -> I
             doc = doc.decode("utf-8")
         except UnicodeDecodeError as e:
             line = doc.count(b"\n", 0, e.start) + 1
-            report.bad(f"{path}:{line}", "encoding", f"not UTF-8 (byte {e.start}); re-save as UTF-8 "
-                       "or set the source's encoding")
+            report.bad(f"{path}:{line}", "encoding", "not UTF-8; re-save as UTF-8 or set the source's encoding")
             return
     dec = json.JSONDecoder()
     i = len(doc) - len(doc.lstrip("\ufeff \t\r\n"))
@@ -277,22 +294,45 @@ def turn(role: str, content: Any, lang: str | None = None) -> Message:
     return Message(role, clean(content), lang)
 
 
+class FormatOptions(BaseModel):
+    """Options every format takes; a format's own `Options` class adds its fields. Unknown
+    options are errors naming `ingest.sources.N.options.NAME`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lang: str | None = Field(None, description="Language of the source's text when the records do not say.")
+
+
+def options_error(err: ValidationError, where: str, fmt: str, cls: type[BaseModel]) -> DataError:
+    """One line for the first bad option, named as the user wrote it in the recipe."""
+    e = err.errors()[0]
+    dotted = ".".join(str(p) for p in e["loc"])
+    if e["type"] == "extra_forbidden":
+        known = ", ".join(cls.model_fields) or "none"
+        return DataError(f"{where}.options.{dotted}: unknown option for format {fmt} (it takes: {known})")
+    msg = e["msg"][0].lower() + e["msg"][1:]
+    return DataError(f"{where}.options.{dotted}: {msg.replace('input should be', 'must be')} (format {fmt})")
+
+
 class Adapter:
-    """Base class: subclasses set `name`, `required` and implement `convert` (or `read_rows`)."""
+    """Base class: subclasses set `name`, `Options`, `required` and implement `convert` (or
+    `read_rows`); `self.opts` holds the validated options."""
 
     name = "?"
-    option_names: tuple[str, ...] = ()
+    Options: type[FormatOptions] = FormatOptions
     required: tuple[str, ...] = ()  # fields every record must have; named when they are missing
     suffixes: tuple[str, ...] = JSON_SUFFIXES
+    # True when the adapter reads the whole collection before yielding (OASST trees): a source
+    # `limit` then drains it so every message is still accounted for
+    collects = False
 
-    def __init__(self, source: SourceConfig, options: dict[str, Any] | None = None):
+    def __init__(self, source: SourceConfig, options: dict[str, Any] | None = None, where: str = "source"):
         self.source = source
-        opts = dict(options or {})
-        unknown = sorted(set(opts) - set(self.option_names))
-        if unknown:
-            allowed = ", ".join(self.option_names) or "none"
-            raise DataError(f"format {self.name}: unknown option(s) {', '.join(unknown)}; allowed: {allowed}")
-        self.options = opts
+        self.where = where
+        try:
+            self.opts = self.Options.model_validate(options or {})
+        except ValidationError as e:
+            raise options_error(e, where, self.name, self.Options) from None
         self.src_name = source.name or Path(source.path).stem or self.name
         self._checked_format = False
 
@@ -367,6 +407,18 @@ class Adapter:
                 return None
             out.append(clean(v))
         return out
+
+    @staticmethod
+    def optional_text(obj: dict, name: str, loc: str, report: IngestReport) -> str | None | bool:
+        """An optional text field: its text (a number becomes its decimal text), None when absent,
+        or False after reporting a value that is not text (an object never becomes its repr)."""
+        v = obj.get(name)
+        if v is None or isinstance(v, str):
+            return clean(v) if v else v
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return str(v)
+        report.bad(loc, f"bad field {name}", f"field '{name}' is {type(v).__name__}, expected text")
+        return False
 
     def meta_of(self, obj: dict, loc: str, used: Iterable[str]) -> dict:
         """Source location plus every field the conversion did not use (nothing is lost)."""

@@ -23,13 +23,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import Field
+
 from mothertongue.conversation import Conversation, Message
-from mothertongue.formats.base import Adapter, IngestReport, clean, stable_id
+from mothertongue.formats.base import Adapter, FormatOptions, IngestReport, stable_id
+
+
+class DollyOptions(FormatOptions):
+    context_join: str = Field("\n\n", description="Put between the instruction and a non-empty context.")
+    context_first: bool = Field(False, description="Put the context before the instruction.")
 
 
 class DollyAdapter(Adapter):
     name = "dolly"
-    option_names = ("lang", "context_join", "context_first")
+    Options = DollyOptions
     required = ("instruction", "response")
     _used = ("instruction", "context", "response", "category")
 
@@ -44,16 +51,19 @@ class DollyAdapter(Adapter):
         if got is None:
             return
         instruction, response = got
-        context = clean(obj.get("context") or "").strip()
+        context = self.optional_text(obj, "context", loc, report)
+        if context is False:
+            return
+        context = (context or "").strip()
         user = instruction
         if context:
-            join = self.options.get("context_join", "\n\n")
-            user = f"{context}{join}{instruction}" if self.options.get("context_first") else f"{instruction}{join}{context}"
+            join = self.opts.context_join
+            user = f"{context}{join}{instruction}" if self.opts.context_first else f"{instruction}{join}{context}"
         category = obj.get("category")
         yield Conversation(
             id=stable_id(self.src_name, instruction, context, response),
             messages=[Message("user", user), Message("assistant", response)],
-            lang=self.options.get("lang"),
+            lang=self.opts.lang,
             source=self.src_name,
             tags=[str(category)] if category else [],
             meta=self.meta_of(obj, loc, self._used),

@@ -30,10 +30,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mothertongue.conversation import DataError
-from mothertongue.formats.base import Adapter, IngestReport, Record
+from pydantic import ConfigDict, Field
 
-OWN = ("config", "split", "format", "revision")
+from mothertongue.conversation import DataError
+from mothertongue.formats.base import Adapter, FormatOptions, IngestReport, Record
 
 
 def load_dataset(name: str, config: str | None = None, split: str = "train", revision: str | None = None):
@@ -57,15 +57,26 @@ def load_dataset(name: str, config: str | None = None, split: str = "train", rev
         raise DataError(f"{name}: cannot load the dataset ({str(e).splitlines()[0][:200]})") from None
 
 
+class HFOptions(FormatOptions):
+    """The dataset's own options; every other option goes to the row format (and is checked there)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    config: str | None = Field(None, description="Dataset configuration name.")
+    split: str = Field("train", description="Dataset split.")
+    format: str | None = Field(None, description="Row format (any format name); default: detected.")
+    revision: str | None = Field(None, description="Dataset revision (hub ids).")
+
+
 class HFAdapter(Adapter):
     name = "hf"
+    Options = HFOptions
 
-    def __init__(self, source, options=None):
-        opts = dict(options or {})
-        self.own = {k: opts.pop(k) for k in OWN if k in opts}
-        self.inner_options = opts
-        super().__init__(source, {})
-        self.options = {**self.own, **opts}
+    def __init__(self, source, options=None, where: str = "source"):
+        super().__init__(source, options, where)
+        self.inner_options = dict(self.opts.model_extra or {})
+        if self.opts.lang is not None:
+            self.inner_options["lang"] = self.opts.lang
         self.src_name = source.name or Path(source.path.rstrip("/")).name or "hf"
 
     @classmethod
@@ -88,10 +99,10 @@ class HFAdapter(Adapter):
     def read(self, path: Path, report: IngestReport) -> Iterator[Record]:
         from mothertongue.formats import FORMATS, detect_records
 
-        split = self.own.get("split", "train")
+        split = self.opts.split
         name = str(path) if path.exists() else self.source.path
-        ds = load_dataset(name, self.own.get("config"), split, self.own.get("revision"))
-        fmt = self.own.get("format") or ("tabular" if "columns" in self.inner_options else None)
+        ds = load_dataset(name, self.opts.config, split, self.opts.revision)
+        fmt = self.opts.format or ("tabular" if "columns" in self.inner_options else None)
         if fmt is None:
             sample = [ds[i] for i in range(min(20, len(ds)))]
             found = detect_records(sample, FORMATS)
@@ -100,5 +111,9 @@ class HFAdapter(Adapter):
                                 "set options.format, or options.columns for a column mapping")
             fmt, why = found
             report.notes.append(f"{name}[{split}]: rows detected as {fmt} ({why})")
-        inner = FORMATS.get(fmt)(self.source.model_copy(update={"name": self.src_name}), self.inner_options)
+        try:
+            cls = FORMATS.get(fmt)
+        except KeyError as e:
+            raise DataError(f"{self.where}.options.format: {e}") from None
+        inner = cls(self.source.model_copy(update={"name": self.src_name}), self.inner_options, self.where)
         return inner.read_rows(self._rows(ds, f"{name}[{split}]", report), report)

@@ -14,24 +14,41 @@ Source (abridged from `tasks/task001_quoref_question_generation.json`)::
 becomes, for the instance (options default: answer first, definition in the user turn)::
 
     Conversation(id="task001-919fd5ef2ae84fb7b5e4d3c1f4c0f3ad", source="task001_quoref_question_generation",
-                 lang="en", tags=["Question Generation"], meta={"file": ..., "line": 1, "instance": 0},
+                 lang="en", tags=["Question Generation"], meta={"file": ..., "line": 1234, "instance": 0},
                  messages=[Message("user", "In this task, you're given passages ...\\n\\nPassage: ..."),
                            Message("assistant", "What is the last name of the person who ...?")])
 
 One conversation per instance; its `output` is a list: `options.answer: first` (default) takes the
 first answer, `all` makes one conversation per answer (ids get `#k`). `options.definition`: user
 (prepended to the first user turn), system, or none. `options.examples: k` adds the first k
-positive examples as earlier turns. Every instance counts as a record in the report.
-A path that is a folder reads every `*.json` task file in it.
+positive examples as earlier turns. Every instance counts as a record in the report, located at
+its own line of the task file. When a task's Input_language, Output_language and
+Instruction_language differ (German input, English output), every message carries its own
+`lang` (a user turn that holds both the definition and the input in different languages gets
+none, so the translate stage detects it). A path that is a folder reads every `*.json` task file.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-from mothertongue.conversation import Conversation, Message
-from mothertongue.formats.base import Adapter, IngestReport, clean, loc_meta, stable_id
+from pydantic import Field
+
+from mothertongue.conversation import Conversation, DataError, Message
+from mothertongue.formats.base import (
+    Adapter,
+    FormatOptions,
+    IngestReport,
+    clean,
+    decode_text,
+    files_in,
+    iter_json_records,
+    loc_meta,
+    stable_id,
+)
 
 LANG_CODES = {
     "english": "en", "german": "de", "french": "fr", "spanish": "es", "italian": "it", "portuguese": "pt",
@@ -42,11 +59,87 @@ LANG_CODES = {
 }
 
 
+def lang_code(names: Any) -> str | None:
+    """"German" (or ["German"]) -> "de"; None when the task does not say or the name is unknown."""
+    name = names[0] if isinstance(names, list) and names else names
+    if not isinstance(name, str) or not name.strip():
+        return None
+    return LANG_CODES.get(name.strip().lower())
+
+
+def task_with_lines(text: str) -> tuple[dict, list[int]]:
+    """The task object and the line of every element of its `Instances` list, in one pass:
+    the top-level values are decoded one by one, the instances element by element."""
+    dec = json.JSONDecoder()
+    ws = " \t\r\n\ufeff"
+    n, pos = len(text), 0
+
+    def skip(p: int) -> int:
+        while p < n and text[p] in ws:
+            p += 1
+        return p
+
+    pos = skip(pos)
+    if pos >= n or text[pos] != "{":
+        raise ValueError("not a JSON object")
+    obj: dict = {}
+    lines: list[int] = []
+    pos = skip(pos + 1)
+    while pos < n and text[pos] != "}":
+        key, pos = dec.raw_decode(text, pos)
+        pos = skip(pos)
+        if text[pos] != ":":
+            raise ValueError("expected ':'")
+        pos = skip(pos + 1)
+        if key == "Instances" and text[pos] == "[":
+            items, line, last = [], text.count("\n", 0, pos) + 1, pos
+            pos = skip(pos + 1)
+            while text[pos] != "]":
+                line += text.count("\n", last, pos)
+                last = pos
+                item, pos = dec.raw_decode(text, pos)
+                items.append(item)
+                lines.append(line)
+                pos = skip(pos)
+                if text[pos] == ",":
+                    pos = skip(pos + 1)
+            value, pos = items, pos + 1
+        else:
+            value, pos = dec.raw_decode(text, pos)
+        obj[key] = value
+        pos = skip(pos)
+        if pos < n and text[pos] == ",":
+            pos = skip(pos + 1)
+    return obj, lines
+
+
+class NaturalInstructionsOptions(FormatOptions):
+    answer: Literal["first", "all"] = Field("first", description="first: the first answer; all: one conversation per answer.")
+    definition: Literal["user", "system", "none"] = Field("user", description="Where the task definition goes.")
+    examples: int = Field(0, ge=0, description="Add the first k positive examples as earlier turns.")
+
+
 class NaturalInstructionsAdapter(Adapter):
     name = "natural_instructions"
-    option_names = ("lang", "answer", "definition", "examples")
+    Options = NaturalInstructionsOptions
     required = ("Definition", "Instances")
     suffixes = (".json",)
+
+    def __init__(self, source, options=None, where: str = "source"):
+        super().__init__(source, options, where)
+        self._lines: dict[str, list[int]] = {}
+
+    def records(self, path: Path, report: IngestReport) -> Iterator[tuple[str, Any]]:
+        for f in files_in(path, self.suffixes):
+            try:
+                obj, lines = task_with_lines(decode_text(f, self.source.encoding))
+            except (ValueError, IndexError, DataError):  # the generic reader names what is wrong
+                for line, obj in iter_json_records(f, report, self.source.encoding):
+                    yield f"{f}:{line}", obj
+                continue
+            report.read += 1
+            self._lines[f"{f}:1"] = lines
+            yield f"{f}:1", obj
 
     def convert(self, obj: Any, loc: str, report: IngestReport) -> Iterator[Conversation]:
         if not isinstance(obj, dict) or not isinstance(obj.get("Instances"), list):
@@ -56,27 +149,34 @@ class NaturalInstructionsAdapter(Adapter):
         if not instances:
             report.skip(loc, "task without instances")
             return
-        report.read += len(instances) - 1  # the reader counted the task; count its instances
+        file, _, tail = loc.rpartition(":")
+        if tail.isdigit():  # a file: every instance at its own line
+            lines = self._lines.pop(loc, None) or [int(tail)] * len(instances)
+        else:  # a dataset row
+            file, lines = loc, None
         definition = obj.get("Definition")
         definition = clean(" ".join(definition) if isinstance(definition, list) else definition or "").strip()
-        task = loc.rpartition(":")[0].rpartition("/")[2].removesuffix(".json") or self.src_name
-        lang = self.options.get("lang")
-        in_lang = obj.get("Input_language") or []
-        if lang is None and in_lang:
-            lang = LANG_CODES.get(str(in_lang[0]).lower())
-        where_def = self.options.get("definition", "user")
-        if where_def not in ("user", "system", "none"):
-            raise ValueError("options.definition must be user, system or none")
-        answer = self.options.get("answer", "first")
+        task = file.rpartition("/")[2].removesuffix(".json") or self.src_name
+        in_lang, out_lang = lang_code(obj.get("Input_language")), lang_code(obj.get("Output_language"))
+        def_lang = lang_code(obj.get("Instruction_language")) or in_lang
+        lang = self.opts.lang or in_lang
+        # per-message languages only where the task says they differ (and the user gave none)
+        mixed = self.opts.lang is None and len({x for x in (in_lang, out_lang, def_lang) if x}) > 1
+        u_lang, a_lang = (in_lang, out_lang) if mixed else (None, None)
+        where_def = self.opts.definition
         shots: list[Message] = []
-        for ex in (obj.get("Positive Examples") or [])[: int(self.options.get("examples", 0))]:
-            shots += [Message("user", clean(ex.get("input", ""))), Message("assistant", clean(ex.get("output", "")))]
+        for ex in (obj.get("Positive Examples") or [])[: self.opts.examples]:
+            shots += [Message("user", clean(ex.get("input", "")), u_lang),
+                      Message("assistant", clean(ex.get("output", "")), a_lang)]
         base_meta = {"task": task, "negative_examples": len(obj.get("Negative Examples") or [])}
         tags = [str(c) for c in obj.get("Categories") or []]
         for i, inst in enumerate(instances):
-            where = f"{loc} Instances[{i}]"
+            if i:
+                report.read += 1  # the reader counted the task as its first instance; each is a record
+            line = lines[i] if lines else None
+            where = f"{file}:{line} Instances[{i}]" if line else f"{loc} Instances[{i}]"
             if not isinstance(inst, dict) or not isinstance(inst.get("input"), str):
-                report.bad(where, "missing field input", f"field 'Instances[{i}].input' is missing")
+                report.bad(where, "missing field input", f"field 'Instances[{i}].input' is missing or not text")
                 continue
             outs = inst.get("output")
             outs = [outs] if isinstance(outs, str) else outs
@@ -88,19 +188,25 @@ class NaturalInstructionsAdapter(Adapter):
                 report.bad(where, "empty input", f"field 'Instances[{i}].input' is empty")
                 continue
             first = shots[0].content if shots else clean(inst["input"])
+            first_lang = u_lang
             if where_def == "user" and definition:
                 first = f"{definition}\n\n{first}"
-            msgs = [Message("system", definition)] if where_def == "system" and definition else []
-            turns = shots + [Message("user", clean(inst["input"]))]
-            turns[0] = Message("user", first)
+                first_lang = u_lang if def_lang == in_lang else None
+            msgs = [Message("system", definition, def_lang if mixed else None)] \
+                if where_def == "system" and definition else []
+            turns = shots + [Message("user", clean(inst["input"]), u_lang)]
+            turns[0] = Message("user", first, first_lang)
             iid = str(inst.get("id") or stable_id(task, inst["input"]))
-            for k, out in enumerate(outs if answer == "all" else outs[:1]):
+            meta = {**({"file": file, "line": line} if line else loc_meta(loc)), "instance": i,
+                    "answers": len(outs), **base_meta}
+            origin = (where,)
+            for k, out in enumerate(outs if self.opts.answer == "all" else outs[:1]):
                 yield Conversation(
                     id=iid if k == 0 else f"{iid}#{k}",
-                    messages=msgs + turns + [Message("assistant", out)],
+                    messages=msgs + turns + [Message("assistant", out, a_lang)],
                     lang=lang,
                     source=self.src_name,
                     tags=tags,
-                    meta={**loc_meta(loc), "instance": i,
-                          "answers": len(outs), **base_meta},
+                    meta=dict(meta),
+                    origin=origin,
                 )

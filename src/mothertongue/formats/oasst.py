@@ -2,10 +2,13 @@
 
     mothertongue ingest recipe.yaml      # sources: [{path: 2023-04-12_oasst_ready.trees.jsonl, format: oasst}]
 
-Both shapes found in the wild are read: flat message rows (the Hugging Face `oasst1`/`oasst2`
-parquet/JSONL: `message_id`, `parent_id`, `text`, `role` prompter/assistant, `lang`, `rank`,
-`deleted`, `review_result`, `synthetic`, ...) and nested tree exports (`message_tree_id`, `prompt`
-with recursive `replies`). Keys may be missing or null. Source (flat rows of one small tree)::
+Three shapes found in the wild are read and detected: flat message rows (the Hugging Face
+`oasst1`/`oasst2` parquet/JSONL: `message_id`, `parent_id`, `text`, `role` prompter/assistant,
+`lang`, `rank`, `deleted`, `review_result`, `synthetic`, ...), nested tree exports
+(`message_tree_id`, `prompt` with recursive `replies`), and nested message exports (one root
+message per line with recursive `replies`, no wrapper). Keys may be missing or null; a `rank`
+given as a digit string ("1") is read as that number, any other non-number rank is a bad record.
+Source (flat rows of one small tree)::
 
     {"message_id": "6ab24d72-...", "parent_id": null, "role": "prompter", "lang": "en",
      "text": "Can you write a short introduction about the relevance of the term \\"monopsony\\" ...",
@@ -32,18 +35,22 @@ at every step); `synthetic` keep (default) | drop; `pairs` true (default) | fals
 only these languages. Threads end on an assistant turn. Deleted messages, failed reviews,
 (dropped) synthetic messages, the messages below them, orphans (a `parent_id` that is not in
 the data) and parent cycles are counted by reason; so are messages on no selected thread.
-Every message counts as a record. Time is linear in the number of messages: one children index.
+Every message counts as a record: it is converted (on a thread, in a pair's prompt, chosen or
+rejected; counted once) or skipped with its reason. Time is linear in the number of messages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
-from mothertongue.conversation import Conversation, DataError, Message, PreferencePair
-from mothertongue.formats.base import Adapter, IngestReport, Record, clean, loc_meta
+from pydantic import Field
+
+from mothertongue.conversation import Conversation, Message, PreferencePair
+from mothertongue.formats.base import Adapter, FormatOptions, IngestReport, Record, clean, loc_meta
 
 ROLE = {"prompter": "user", "assistant": "assistant", "user": "user"}
+_CUT = object()  # the parent of a nested reply whose parent could not be read
 
 
 class _Msg:
@@ -54,20 +61,40 @@ class _Msg:
         self.rank, self.loc, self.tree, self.order, self.flag = rank, loc, tree, order, flag
 
 
+class OasstOptions(FormatOptions):
+    threads: Literal["best", "all", "topk"] = Field("best", description="Which root-to-leaf paths become threads.")
+    k: int = Field(2, gt=0, description="Branches kept at every step with threads: topk.")
+    synthetic: Literal["keep", "drop"] = Field("keep", description="Keep or drop synthetic messages.")
+    pairs: bool = Field(True, description="Make preference pairs from ranked sibling answers.")
+    langs: list[str] | str | None = Field(None, description="Keep only messages in these languages.")
+
+
+def _id_ok(v: Any) -> bool:
+    return isinstance(v, (str, int)) and not isinstance(v, bool)
+
+
+def _rank(v: Any) -> float | None | bool:
+    """A rank as a number: None when absent, a digit string as its number, False when unusable."""
+    if v is None:
+        return None
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+        return int(v)
+    return False
+
+
 class OasstAdapter(Adapter):
     name = "oasst"
-    option_names = ("threads", "k", "synthetic", "pairs", "langs", "lang")
+    Options = OasstOptions
     required = ("message_id", "text", "role")
+    collects = True
 
-    def __init__(self, source, options=None):
-        super().__init__(source, options)
-        self.mode = self.options.get("threads", "best")
-        if self.mode not in ("best", "all", "topk"):
-            raise DataError(f"format oasst: options.threads is {self.mode!r}; use best, all or topk")
-        self.k = int(self.options.get("k", 2))
-        if self.options.get("synthetic", "keep") not in ("keep", "drop"):
-            raise DataError("format oasst: options.synthetic must be keep or drop")
-        langs = self.options.get("langs")
+    def __init__(self, source, options=None, where: str = "source"):
+        super().__init__(source, options, where)
+        self.mode = self.opts.threads
+        self.k = self.opts.k
+        langs = self.opts.langs
         self.langs = set([langs] if isinstance(langs, str) else langs) if langs else None
 
     @classmethod
@@ -76,6 +103,9 @@ class OasstAdapter(Adapter):
             return None
         if all(isinstance(r.get("prompt"), dict) and "message_tree_id" in r for r in sample[:5]):
             return "records are message trees (message_tree_id, prompt with replies)"
+        if all("message_id" in r and r.get("role") == "prompter" and isinstance(r.get("replies"), list)
+               for r in sample[:5]):
+            return "records are root messages with nested replies (message_id, role, replies)"
         if all("message_id" in r and r.get("role") in ("prompter", "assistant") for r in sample[:5]):
             return "records are messages (message_id, parent_id, role prompter/assistant)"
         return None
@@ -87,60 +117,83 @@ class OasstAdapter(Adapter):
         super().check_format(loc, obj)
 
     # ------------------------------------------------------------------ collect messages
-    def _add(self, msgs: dict, d: Any, loc: str, parent: Any, tree: Any, report: IngestReport) -> None:
+    def _add(self, msgs: dict, d: Any, loc: str, parent: Any, tree: Any, report: IngestReport) -> bool:
+        """Index one message; False (after reporting it) when it cannot be placed in a tree."""
         if not isinstance(d, dict):
             report.bad(loc, "not an object", f"expected a message object, got {type(d).__name__}")
-            return
+            return False
         mid = d.get("message_id")
         if mid is None or mid == "":
             report.bad(loc, "missing field message_id", "field 'message_id' is missing")
-            return
-        if mid in msgs:
-            report.bad(f"{loc} message {mid}", "duplicate message_id", f"field 'message_id' {mid} occurs twice")
-            return
+            return False
+        if not _id_ok(mid):
+            report.bad(loc, "bad field message_id", f"field 'message_id' is {type(mid).__name__}, expected a string")
+            return False
         where = f"{loc} message {mid}" if " message " not in loc else loc
-        role = ROLE.get(d.get("role"))
+        if mid in msgs:
+            report.bad(where, "duplicate message_id", f"field 'message_id' {mid} occurs twice")
+            return False
+        if parent is not None and not _id_ok(parent):
+            report.bad(where, "bad field parent_id", f"field 'parent_id' is {type(parent).__name__}, expected a string")
+            return False
+        role = ROLE.get(d["role"]) if isinstance(d.get("role"), str) else None
         if role is None:
             report.bad(where, "bad field role", f"field 'role' is {d.get('role')!r}, expected prompter or assistant")
-            return
+            return False
         flag = None
         if d.get("deleted"):
             flag = "deleted"
         elif d.get("review_result") is False:
             flag = "failed review"
-        elif d.get("synthetic") and self.options.get("synthetic", "keep") == "drop":
+        elif d.get("synthetic") and self.opts.synthetic == "drop":
             flag = "synthetic"
-        elif self.langs is not None and d.get("lang") not in self.langs:
+        elif self.langs is not None and (lang if isinstance(lang := d.get("lang"), str) else None) not in self.langs:
             flag = "language not selected"
         text = d.get("text")
         if flag is None and (not isinstance(text, str) or not text.strip()):
             report.bad(where, "empty text", "field 'text' is missing or empty")
             flag = "bad"
-        rank = d.get("rank")
-        msgs[mid] = _Msg(mid, parent, role, clean(text) if isinstance(text, str) else "", d.get("lang"),
-                         rank if isinstance(rank, (int, float)) else None, where,
-                         tree or d.get("message_tree_id"), len(msgs), flag)
+        rank = _rank(d.get("rank"))
+        if rank is False:
+            if flag is None:
+                report.bad(where, "bad field rank", f"field 'rank' is {d.get('rank')!r}, expected a number")
+                flag = "bad"
+            rank = None
+        lang = d.get("lang")
+        msgs[mid] = _Msg(mid, parent, role, clean(text) if isinstance(text, str) else "",
+                         lang if isinstance(lang, str) else None,
+                         rank, where, tree or d.get("message_tree_id"), len(msgs), flag)
+        return True
 
     def read_rows(self, rows: Iterable[tuple[str, Any]], report: IngestReport) -> Iterator[Record]:
         msgs: dict[Any, _Msg] = {}
         for loc, obj in rows:
             if not self._checked_format:
                 self.check_format(loc, obj)
-            if isinstance(obj, dict) and isinstance(obj.get("prompt"), dict):
-                # nested export: walk replies with an explicit stack (trees can be deep)
-                tree = obj.get("message_tree_id")
-                stack = [(obj["prompt"], None)]
+            wrapped = isinstance(obj, dict) and isinstance(obj.get("prompt"), dict)
+            if wrapped or isinstance(obj, dict) and isinstance(obj.get("replies"), list):
+                # nested export (a tree, or a bare root message): walk replies with an explicit
+                # stack (trees can be deep)
+                tree = obj.get("message_tree_id") if wrapped else None
+                stack = [(obj["prompt"] if wrapped else obj, None)]
                 first = True
                 while stack:
                     node, parent = stack.pop()
                     if not first:
-                        report.read += 1  # the reader counted the tree line once
+                        report.read += 1  # the reader counted the line once; every message counts
                     first = False
                     mid = node.get("message_id") if isinstance(node, dict) else None
-                    self._add(msgs, node, f"{loc} message {mid}", parent, tree, report)
-                    if isinstance(node, dict) and mid in msgs:
-                        for child in reversed(node.get("replies") or []):
-                            stack.append((child, mid))
+                    where = f"{loc} message {mid}"
+                    if parent is _CUT:
+                        report.skip(where, "below a bad message")
+                        added = False
+                    else:
+                        added = self._add(msgs, node, where, parent, tree, report)
+                    replies = node.get("replies") if isinstance(node, dict) else None
+                    if isinstance(replies, list):
+                        stack.extend((child, mid if added else _CUT) for child in reversed(replies))
+                    elif replies is not None:
+                        report.notes.append(f"{where}: field 'replies' is not a list; ignored")
             else:
                 self._add(msgs, obj, loc, obj.get("parent_id") if isinstance(obj, dict) else None, None, report)
         yield from self._build(msgs, report)
@@ -218,7 +271,7 @@ class OasstAdapter(Adapter):
                 else:
                     used.update(x.id for x in path)
                     yield self._thread(path, root)
-        if self.options.get("pairs", True):
+        if self.opts.pairs:
             for m in alive:
                 if m.role != "user":
                     continue
@@ -237,15 +290,17 @@ class OasstAdapter(Adapter):
                 for worse in answers[1:]:
                     if worse.rank == best.rank:
                         continue
-                    used.update((best.id, worse.id))
+                    origin = (*(x.id for x in prompt), best.id, worse.id)
+                    used.update(origin)
                     yield PreferencePair(
                         id=f"{self.src_name}-{best.id}-{worse.id}",
                         prompt=list(prompt_msgs),
-                        chosen=best.text, rejected=worse.text, lang=prompt[0].lang or self.options.get("lang"),
+                        chosen=best.text, rejected=worse.text, lang=prompt[0].lang or self.opts.lang,
                         source=self.src_name,
                         meta={**loc_meta(m.loc.split(" message ")[0]), "message_tree_id": prompt[0].tree,
                               "chosen_id": best.id, "rejected_id": worse.id,
                               "ranks": [best.rank, worse.rank]},
+                        origin=origin,
                     )
         for m in alive:
             if m.id not in used:
@@ -258,8 +313,9 @@ class OasstAdapter(Adapter):
         return Conversation(
             id=f"{self.src_name}-{leaf.id}",
             messages=[Message(m.role, m.text, m.lang) for m in path],
-            lang=root.lang or self.options.get("lang"),
+            lang=root.lang or self.opts.lang,
             source=self.src_name,
             meta={**loc_meta(root.loc.split(" message ")[0]), "message_tree_id": root.tree or root.id,
                   "message_ids": [m.id for m in path]},
+            origin=tuple(m.id for m in path),
         )

@@ -63,7 +63,6 @@ def parse_messages(msgs: Any, field: str, loc: str, report: IngestReport) -> lis
 
 class OpenAIAdapter(Adapter):
     name = "openai"
-    option_names = ("lang",)
     required = ("messages",)
 
     @classmethod
@@ -88,4 +87,4 @@ class OpenAIAdapter(Adapter):
         rid = obj.get("id")
         cid = f"{self.src_name}-{rid}" if rid not in (None, "") else stable_id(
             self.src_name, *(f"{m.role}:{m.content}" for m in messages))
-        yield Conversation(id=cid, messages=messages, lang=self.options.get("lang"), source=self.src_name, meta=meta)
+        yield Conversation(id=cid, messages=messages, lang=self.opts.lang, source=self.src_name, meta=meta)

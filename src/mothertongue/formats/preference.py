@@ -31,7 +31,6 @@ from mothertongue.formats.openai import parse_messages
 
 class PreferenceAdapter(Adapter):
     name = "preference"
-    option_names = ("lang",)
     required = ("chosen", "rejected")
 
     def _answer(self, v: Any, field: str, loc: str, report: IngestReport) -> tuple[list[Message], str] | None:
@@ -86,7 +85,7 @@ class PreferenceAdapter(Adapter):
             prompt=prompt,
             chosen=c[1],
             rejected=r[1],
-            lang=self.options.get("lang"),
+            lang=self.opts.lang,
             source=self.src_name,
             meta=self.meta_of(obj, loc, ("prompt", "chosen", "rejected")),
         )

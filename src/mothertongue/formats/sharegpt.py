@@ -15,38 +15,94 @@ becomes::
                            Message("assistant", "Here are the main ideas of ...")])
 
 Roles map through `options.roles` (merged over the defaults: human/user -> user, gpt/assistant/
-chatgpt/bard/bing/model -> assistant, system -> system, function_call -> assistant, observation ->
-user; map a role to `drop` to leave those turns out). Tool-use rows keep their original roles in
-`meta["source_roles"]` and the `tools` field in `meta["tools"]`; a top-level `system` field becomes
-the system message; the record's `id` is kept (else an id is derived from the content); every
-other key goes to `meta["extra"]`. `options.key` names the list field when it is not `conversations`.
+chatgpt/bard/bing/model -> assistant, system -> system, function_call -> tool_call, observation ->
+tool; map a role to `drop` to leave those turns out). Tool use (glaive / LLaMA-Factory layout)::
+
+    {"conversations": [{"from": "human", "value": "Wie ist das Wetter in Kiel?"},
+                       {"from": "function_call", "value": "{\\"name\\": \\"wetter\\", \\"arguments\\": {\\"ort\\": \\"Kiel\\"}}"},
+                       {"from": "observation", "value": "{\\"temp\\": 12}"},
+                       {"from": "gpt", "value": "In Kiel sind es 12 Grad."}],
+     "tools": "[{\\"name\\": \\"wetter\\", \\"parameters\\": {...}}]"}
+
+becomes an assistant message with `tool_calls=[{"type": "function", "function": {"name": "wetter",
+"arguments": {"ort": "Kiel"}}}]` (a call right after an assistant turn joins it), a `tool`
+message with the result, and `Conversation.tools` with the schemas (parsed when given as a JSON
+string, each wrapped as `{"type": "function", "function": ...}`); build renders them through the
+chat template's own tool support. A call or schema that is not JSON is a bad record. The
+original roles are kept in `meta["source_roles"]`; a top-level `system` field becomes the system
+message; the record's `id` is kept (else an id is derived from the content); every other key goes
+to `meta["extra"]`. `options.key` names the list field when it is not `conversations`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from mothertongue.conversation import Conversation, Message
-from mothertongue.formats.base import Adapter, IngestReport, clean, stable_id
+from mothertongue.formats.base import Adapter, FormatOptions, IngestReport, clean, stable_id
 
 DEFAULT_ROLES = {
     "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
     "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system",
-    "function_call": "assistant", "observation": "user",
+    "function_call": "tool_call", "observation": "tool", "tool": "tool",
 }
 STANDARD = {"human", "user", "gpt", "assistant", "chatgpt", "bard", "bing", "model", "system"}
 
 
+class ShareGPTOptions(FormatOptions):
+    roles: dict[str, Literal["user", "assistant", "system", "tool", "tool_call", "drop"]] = Field(
+        default_factory=dict, description="Source role -> user, assistant, system, tool, tool_call or drop."
+    )
+    key: str = Field("conversations", description="The field holding the list of turns.")
+
+
+def parse_tool_calls(value: str) -> list[dict] | None:
+    """`{"name": ..., "arguments": ...}` (or a list of them) as chat-template tool calls; None if not."""
+    try:
+        calls = json.loads(value)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    calls = calls if isinstance(calls, list) else [calls]
+    out = []
+    for c in calls:
+        fn = c.get("function", c) if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            return None
+        args = fn.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except json.JSONDecodeError:
+                return None
+        out.append({"type": "function", "function": {"name": fn["name"], "arguments": args}})
+    return out or None
+
+
+def parse_tools(value: Any) -> list[dict] | None:
+    """Tool schemas from a list or a JSON string of one; each as {"type": "function", "function": ...}."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        return None
+    return [t if "function" in t else {"type": "function", "function": t} for t in value]
+
+
 class ShareGPTAdapter(Adapter):
     name = "sharegpt"
-    option_names = ("lang", "roles", "key", "keep_ids")
+    Options = ShareGPTOptions
     required = ("conversations",)
 
-    def __init__(self, source, options=None):
-        super().__init__(source, options)
-        self.roles = {**DEFAULT_ROLES, **(self.options.get("roles") or {})}
-        self.key = self.options.get("key", "conversations")
+    def __init__(self, source, options=None, where: str = "source"):
+        super().__init__(source, options, where)
+        self.roles = {**DEFAULT_ROLES, **self.opts.roles}
+        self.key = self.opts.key
         if self.key != "conversations":
             self.required = (self.key,)
 
@@ -64,8 +120,11 @@ class ShareGPTAdapter(Adapter):
             return
         messages: list[Message] = []
         source_roles: list[str] = []
-        if obj.get("system"):
-            messages.append(Message("system", clean(obj["system"])))
+        system = self.optional_text(obj, "system", loc, report)
+        if system is False:
+            return
+        if system and system.strip():
+            messages.append(Message("system", system))
         for i, turn in enumerate(obj[self.key]):
             field = f"{self.key}[{i}]"
             if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
@@ -83,13 +142,29 @@ class ShareGPTAdapter(Adapter):
                 report.bad(loc, "empty value", f"field '{field}.value' is empty")
                 return
             source_roles.append(str(turn["from"]))
+            if role == "tool_call":
+                calls = parse_tool_calls(text)
+                if calls is None:
+                    report.bad(loc, "bad tool call", f"field '{field}.value' is not a JSON tool call "
+                               '({"name": ..., "arguments": {...}})')
+                    return
+                if messages and messages[-1].role == "assistant":  # text, then a call: one turn
+                    messages[-1].tool_calls = (messages[-1].tool_calls or []) + calls
+                else:
+                    messages.append(Message("assistant", "", tool_calls=calls))
+                continue
             messages.append(Message(role, clean(text)))
+        tools = None
+        if obj.get("tools") is not None:
+            tools = parse_tools(obj["tools"])
+            if tools is None:
+                report.bad(loc, "bad field tools", "field 'tools' is not a JSON list of tool schemas")
+                return
         meta = self.meta_of(obj, loc, ("id", self.key, "system", "tools"))
         if any(r not in STANDARD for r in source_roles):
             meta["source_roles"] = source_roles
-        if obj.get("tools") is not None:
-            meta["tools"] = obj["tools"]
         rid = obj.get("id")
         cid = f"{self.src_name}-{rid}" if rid not in (None, "") else stable_id(
             self.src_name, *(m.content for m in messages))
-        yield Conversation(id=cid, messages=messages, lang=self.options.get("lang"), source=self.src_name, meta=meta)
+        yield Conversation(id=cid, messages=messages, lang=self.opts.lang, source=self.src_name, meta=meta,
+                           tools=tools or None)

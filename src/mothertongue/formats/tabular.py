@@ -17,45 +17,84 @@ becomes::
     Conversation(id="faq-41d0…", source="faq", lang="de", meta={"file": "faq.csv", "line": 2},
                  messages=[Message("user", "Wie spät ist es?"), Message("assistant", "Es ist drei Uhr.")])
 
-Mapping keys: `instruction` and `output` (required), `input`, `system`, `lang`, `id`, `tags`; the
-defaults are the Alpaca names. Unmapped columns go to `meta["extra"]`. CSV line numbers count
-the header (line 1) and quoted newlines; Parquet rows are numbered from 0 (`file row N`).
+Mapping keys: `instruction` and `output` (required), `input`, `system`, `lang`, `id`, `tags`. A
+field the mapping does not name reads the column of its own name (`instruction`, `input`,
+`output`) unless that column already feeds another field; map a field to `null` to leave it out.
+A column may feed only one field: naming it twice is an error. Unmapped columns go to
+`meta["extra"]`. CSV line numbers count the header (line 1) and quoted newlines; Parquet rows are
+numbered from 0 (`file row N`).
+
+Tab-separated files (`.tsv`, or `options.delimiter: "\\t"`) are read without CSV quote rules: a
+`"` is text, and every physical line is one row (`options.quoting: csv` asks for the quote rules).
+A row with more or fewer cells than the header is a bad record naming its line, and rows that
+span several lines (quoted newlines) are counted in the report's notes, so rows can never merge
+silently.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from mothertongue.conversation import Conversation, DataError, Message
 from mothertongue.formats.base import (
     Adapter,
+    FormatOptions,
     IngestReport,
-    clean,
+    decode_text,
     files_in,
     iter_json_records,
     stable_id,
 )
 
 KEYS = ("instruction", "input", "output", "system", "lang", "id", "tags")
+DEFAULTS = ("instruction", "input", "output")
+
+
+class TabularOptions(FormatOptions):
+    columns: dict[str, str | None] = Field(default_factory=dict, description="Field -> column name (or null).")
+    delimiter: str | None = Field(None, min_length=1, max_length=1, description="Cell separator; default: tab for .tsv, else comma.")
+    quoting: Literal["auto", "csv", "none"] = Field(
+        "auto", description="auto: CSV quote rules, except for tab-separated files; csv; none."
+    )
+    input_join: str = Field("\n\n", description="Put between the instruction and a non-empty input.")
+
+
+def column_map(user: dict[str, str | None], where: str) -> dict[str, str]:
+    """The user's mapping; defaults only for fields it does not name and columns it does not use."""
+    bad = sorted(set(user) - set(KEYS))
+    if bad:
+        raise DataError(f"{where}.options.columns.{bad[0]}: unknown field; known: {', '.join(KEYS)}")
+    cols = {k: v for k, v in user.items() if v is not None}
+    for k in DEFAULTS:
+        if k not in user and k not in cols.values():
+            cols[k] = k
+    fed: dict[str, str] = {}
+    for k, col in cols.items():
+        if col in fed:
+            raise DataError(f"{where}.options.columns: column {col!r} feeds both {fed[col]} and {k}; "
+                            "a column may feed only one field")
+        fed[col] = k
+    for k in ("instruction", "output"):
+        if k not in cols:
+            raise DataError(f"{where}.options.columns.{k}: required; name the column that holds the {k}")
+    return cols
 
 
 class TabularAdapter(Adapter):
     name = "tabular"
-    option_names = ("columns", "lang", "delimiter", "input_join")
+    Options = TabularOptions
     suffixes = (".csv", ".tsv", ".parquet", ".json", ".jsonl")
 
-    def __init__(self, source, options=None):
-        super().__init__(source, options)
-        cols = {k: k for k in ("instruction", "input", "output")}
-        cols.update(self.options.get("columns") or {})
-        bad = sorted(set(cols) - set(KEYS))
-        if bad:
-            raise DataError(f"format tabular: options.columns has unknown key(s) {', '.join(bad)}; known: {', '.join(KEYS)}")
-        self.cols = cols
-        self.required = (cols["instruction"], cols["output"])
+    def __init__(self, source, options=None, where: str = "source"):
+        super().__init__(source, options, where)
+        self.cols = column_map(self.opts.columns, where)
+        self.required = (self.cols["instruction"], self.cols["output"])
 
     @classmethod
     def sniff(cls, path: Path, sample) -> str | None:
@@ -82,23 +121,40 @@ class TabularAdapter(Adapter):
                     yield f"{f}:{line}", obj
 
     def _csv(self, f: Path, report: IngestReport) -> Iterator[tuple[str, Any]]:
-        enc = self.source.encoding or "utf-8-sig"
-        delim = self.options.get("delimiter") or ("\t" if f.suffix.lower() == ".tsv" else ",")
+        delim = self.opts.delimiter or ("\t" if f.suffix.lower() == ".tsv" else ",")
+        quoting = self.opts.quoting
+        if quoting == "auto":
+            quoting = "none" if delim == "\t" else "csv"
+        text = decode_text(f, self.source.encoding)
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim,
+                            quoting=csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL)
+        spanning, first_spanning = 0, None
         try:
-            with open(f, encoding=enc, newline="") as fh:
-                reader = csv.DictReader(fh, delimiter=delim)
-                start = 2
-                for row in reader:
-                    report.read += 1
-                    if None in row:  # more cells than header columns
-                        report.bad(f"{f}:{start}", "bad row", f"{len(row[None])} cell(s) more than the header has")
-                    else:
-                        yield f"{f}:{start}", row
-                    start = reader.line_num + 1
-        except UnicodeDecodeError as e:
-            raise DataError(f"{f}: not {enc} (byte {e.start}); set the source's encoding (e.g. latin-1)") from None
+            header = next(reader, None)
+            if header is None:
+                return
+            start = reader.line_num + 1
+            for row in reader:
+                where = f"{f}:{start}"
+                if reader.line_num > start:
+                    spanning += 1
+                    first_spanning = first_spanning or start
+                start = reader.line_num + 1
+                if not row:
+                    continue
+                report.read += 1
+                if len(row) != len(header):
+                    more = "more" if len(row) > len(header) else "fewer"
+                    report.bad(where, "bad row", f"{len(row)} cells, {more} than the header's {len(header)}"
+                               + ("" if quoting == "none" else "; a stray quote can merge rows (options.quoting)"))
+                    continue
+                yield where, dict(zip(header, row))
         except csv.Error as e:
             raise DataError(f"{f}:{reader.line_num}: not valid CSV ({e})") from None
+        if spanning:
+            report.notes.append(f"{f}: {spanning} rows span several lines (quoted newlines), the first at line "
+                                f"{first_spanning}; {reader.line_num} lines hold {reader.line_num - 1 - spanning} "
+                                "one-line rows")
 
     def convert(self, obj: Any, loc: str, report: IngestReport) -> Iterator[Conversation]:
         c = self.cols
@@ -106,11 +162,13 @@ class TabularAdapter(Adapter):
         if got is None:
             return
         instruction, output = got
-        inp = clean(obj.get(c["input"]) or "").strip()
-        user = f"{instruction}{self.options.get('input_join', chr(10) * 2)}{inp}" if inp else instruction
-        msgs = []
-        if c.get("system") and obj.get(c["system"]):
-            msgs.append(Message("system", clean(obj[c["system"]])))
+        inp = self.optional_text(obj, c["input"], loc, report) if c.get("input") else None
+        system = self.optional_text(obj, c["system"], loc, report) if c.get("system") and inp is not False else None
+        if inp is False or system is False:
+            return
+        inp = (inp or "").strip()
+        user = f"{instruction}{self.opts.input_join}{inp}" if inp else instruction
+        msgs = [Message("system", system)] if system and system.strip() else []
         msgs += [Message("user", user), Message("assistant", output)]
         lang = obj.get(c["lang"]) if c.get("lang") else None
         tags = obj.get(c["tags"]) if c.get("tags") else None
@@ -118,7 +176,7 @@ class TabularAdapter(Adapter):
         yield Conversation(
             id=f"{self.src_name}-{rid}" if rid not in (None, "") else stable_id(self.src_name, instruction, inp, output),
             messages=msgs,
-            lang=str(lang) if lang else self.options.get("lang"),
+            lang=str(lang) if lang else self.opts.lang,
             source=self.src_name,
             tags=[t for t in (tags.split(",") if isinstance(tags, str) else tags or []) if t],
             meta=self.meta_of(obj, loc, [v for v in c.values() if v]),

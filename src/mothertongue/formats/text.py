@@ -19,6 +19,8 @@ Lines starting with `#` are comments; a comment containing `_EVAL_` starts the e
 (those conversations get `meta["split"] = "test"`); blank lines are ignored. The line is split at
 its first `#`; a line without one is an error naming file and line (or, with
 `ingest.on_error=skip`, skipped and counted). A literal `\\n` in a response becomes a newline.
+Each line is decoded on its own: a line that is not UTF-8 is one bad record named by its line,
+and the good lines around it are kept. A folder reads every `.txt` file in it.
 """
 
 from __future__ import annotations
@@ -26,17 +28,47 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from pydantic import Field
+
 from mothertongue.conversation import Conversation, Message
-from mothertongue.formats.base import Adapter, IngestReport, stable_id
+from mothertongue.formats.base import (
+    Adapter,
+    FormatOptions,
+    IngestReport,
+    decode_text,
+    files_in,
+    stable_id,
+)
+
+
+class TextOptions(FormatOptions):
+    separator: str = Field("#", min_length=1, description="Splits a line into instruction and response.")
+    eval_marker: str = Field("_EVAL_", min_length=1, description="A comment holding it starts the evaluation part.")
+
+
+def text_lines(path: Path, encoding: str | None = None) -> Iterator[tuple[int, str | None]]:
+    """(line number, text) for every line; text is None for a line that is not valid UTF-8 (or
+    the declared encoding), so one bad byte costs one line, not the file."""
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if encoding and encoding.lower().replace("_", "-") not in ("utf-8", "utf8") or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        data = decode_text(path, encoding).encode("utf-8")  # whole-file codecs (UTF-16, latin-1, ...)
+    for lineno, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            yield lineno, raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError:
+            yield lineno, None
 
 
 class TextAdapter(Adapter):
     name = "text"
-    option_names = ("separator", "eval_marker", "lang")
+    Options = TextOptions
+    suffixes = (".txt", ".text")
 
     @classmethod
     def sniff(cls, path: Path, sample) -> str | None:
-        if path.suffix.lower() not in (".txt", ".text", ""):
+        if path.suffix.lower() not in (".txt", ".text", "") or not path.is_file():
             return None
         try:
             with open(path, encoding="utf-8-sig") as f:
@@ -48,17 +80,19 @@ class TextAdapter(Adapter):
         return None
 
     def read(self, path: Path, report: IngestReport) -> Iterator[Conversation]:
-        sep = self.options.get("separator", "#")
-        marker = self.options.get("eval_marker", "_EVAL_")
-        lang = self.options.get("lang")
+        for f in files_in(path, self.suffixes):
+            yield from self._read_file(f, report)
+
+    def _read_file(self, path: Path, report: IngestReport) -> Iterator[Conversation]:
+        sep, marker, lang = self.opts.separator, self.opts.eval_marker, self.opts.lang
         name = self.source.name or path.stem
         in_eval = False
-        try:
-            text = path.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError as e:
-            report.bad(f"{path}", "encoding", f"not UTF-8 (byte {e.start}); re-save the file as UTF-8")
-            return
-        for lineno, line in enumerate(text.splitlines(), 1):
+        for lineno, line in text_lines(path, self.source.encoding):
+            if line is None:
+                report.read += 1
+                report.bad(f"{path}:{lineno}", "encoding", "the line is not UTF-8; re-save the file as UTF-8 "
+                           "or set the source's encoding")
+                continue
             stripped = line.strip()
             if not stripped:
                 continue

@@ -27,13 +27,27 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import Field
+
 from mothertongue.conversation import Conversation, Message
-from mothertongue.formats.base import Adapter, IngestReport, clean, loc_meta, stable_id
+from mothertongue.formats.base import (
+    Adapter,
+    FormatOptions,
+    IngestReport,
+    clean,
+    loc_meta,
+    stable_id,
+)
+
+
+class UnnaturalOptions(FormatOptions):
+    constraints: bool = Field(True, description="Append an instance's constraints to the user turn.")
+    reformulations: bool = Field(True, description="Also convert the reformulations (full data), tagged `reformulation`.")
 
 
 class UnnaturalAdapter(Adapter):
     name = "unnatural"
-    option_names = ("lang", "constraints", "reformulations")
+    Options = UnnaturalOptions
     required = ("instruction", "instances")
 
     def convert(self, obj: Any, loc: str, report: IngestReport) -> Iterator[Conversation]:
@@ -41,18 +55,17 @@ class UnnaturalAdapter(Adapter):
             report.bad(loc, "missing field instances", "field 'instances' is missing or not a list")
             return
         items = [("instances", i, x) for i, x in enumerate(obj["instances"])]
-        if self.options.get("reformulations", True):
-            items += [("reformulations", i, x) for i, x in enumerate(obj.get("reformulations") or [])]
-        else:
-            n = len(obj.get("reformulations") or [])
-            for i in range(n):
-                report.skip(f"{loc} reformulations[{i}]", "reformulation (options.reformulations=false)")
+        items += [("reformulations", i, x) for i, x in enumerate(obj.get("reformulations") or [])]
         if not items:
             report.skip(loc, "instruction without instances")
             return
-        report.read += len(items) - 1  # the reader counted the row; count its instances
-        for field, i, inst in items:
+        for k, (field, i, inst) in enumerate(items):
             where = f"{loc} {field}[{i}]"
+            if k:
+                report.read += 1  # the reader counted the row as its first unit; each is a record
+            if field == "reformulations" and not self.opts.reformulations:
+                report.skip(where, "reformulation (options.reformulations=false)")
+                continue
             if not isinstance(inst, dict):
                 report.bad(where, "not an object", f"field '{field}[{i}]' is not an object")
                 continue
@@ -70,12 +83,12 @@ class UnnaturalAdapter(Adapter):
                 continue
             user = clean(text)
             cons = inst.get("constraints")
-            if self.options.get("constraints", True) and isinstance(cons, str) and cons.strip():
+            if self.opts.constraints and isinstance(cons, str) and cons.strip():
                 user = f"{user}\n\n{clean(cons).strip()}"
             yield Conversation(
                 id=stable_id(self.src_name, user, out),
                 messages=[Message("user", user), Message("assistant", clean(out))],
-                lang=self.options.get("lang"),
+                lang=self.opts.lang,
                 source=self.src_name,
                 tags=["reformulation"] if field == "reformulations" else [],
                 meta={**loc_meta(loc), field[:-1]: i},
