@@ -228,8 +228,10 @@ def _iter_json_document(path: Path, report: IngestReport, doc: str | bytes) -> I
 
 
 def _looks_like_record(obj: dict) -> bool:
-    # A Natural Instructions task or an OASST tree is one record that happens to hold a list.
-    return any(k in obj for k in ("Definition", "prompt", "conversations", "messages", "instruction"))
+    # A Natural Instructions task, an OASST tree or root message (with nested `replies`) is one
+    # record that happens to hold a list of objects.
+    return any(k in obj for k in ("Definition", "Instances", "prompt", "conversations", "messages", "instruction",
+                                  "instances", "message_id", "replies", "chosen"))
 
 
 def files_in(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
