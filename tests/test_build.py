@@ -1,13 +1,21 @@
-"""Rendering with every shipped template: no prompt token trained, every end of turn trained."""
+"""Rendering with every shipped template: no prompt token trained, every end of turn trained; tool
+calls through the template's own tool support; too-long and empty builds counted or refused."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
+import yaml
 
 from mothertongue import templates
 from mothertongue.build import IGNORE, encode, generation_prefix_ok
+from mothertongue.config import load_recipe
 from mothertongue.conversation import DataError
 from mothertongue.models import stop_token_ids, train_tiny_tokenizer
+from mothertongue.runs import run_stage
 
 CONV = [
     {"role": "system", "content": "Du bist ein hilfreicher Assistent."},
@@ -100,3 +108,92 @@ def test_real_tokenizer_own_template():
     trained = [i for i, lab in zip(ids, labels) if lab != IGNORE]
     assert trained.count(tok.eos_token_id) == 2
     assert t.name == "tokenizer"
+
+
+# ------------------------------------------------------------------ build on data (issue #14)
+FIX = Path(__file__).parent / "fixtures" / "ingest"
+SHARED_MODELS = Path(os.environ.get("MT_SHARED_MODELS", Path(__file__).resolve().parents[2] / "shared" / "models"))
+QWEN = SHARED_MODELS / "tokenizers" / "qwen2.5-0.5b-instruct"
+TINY = ["tiny_model.hidden_size=96", "tiny_model.intermediate_size=256", "tiny_model.num_hidden_layers=2",
+        "tiny_model.num_attention_heads=4", "tiny_model.vocab_size=500"]
+
+
+def _run(tmp_path, *overrides, sources=None):
+    p = tmp_path / "r.yaml"
+    srcs = sources or [{"path": str(FIX / "sharegpt_tools.jsonl"), "format": "sharegpt"},
+                       {"path": str(FIX / "alpaca.json")}]
+    p.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "language": "de",
+                                 "ingest": {"sources": srcs, "on_error": "skip"}}))
+    r = load_recipe(p, list(overrides))
+    run_stage(r, "ingest", log=lambda m: None)
+    out = run_stage(r, "build", log=lambda m: None)
+    rows = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    return out, rows, json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.real_models
+def test_tool_calls_render_with_the_templates_own_tool_support(tmp_path):
+    from transformers import AutoTokenizer
+
+    out, rows, rep = _run(tmp_path, f"base_model={QWEN}", "build.max_length=2048")
+    (row,) = [r for r in rows if r["id"] == "sharegpt_tools-tool1"]
+    assert row["tools"][0]["function"]["name"] == "wetter"
+    tok = AutoTokenizer.from_pretrained(out / "tokenizer")
+    text = tok.decode(row["input_ids"])
+    assert '<tools>\n{"type": "function", "function": {"name": "wetter"' in text  # the schema, in the prompt
+    assert '<tool_call>\n{"name": "wetter", "arguments": {"ort": "Kiel"}}\n</tool_call>' in text
+    assert '<|im_start|>user\n<tool_response>\n{"temp": 12' in text  # the result as a tool turn
+    trained = tok.decode([i for i, lab in zip(row["input_ids"], row["labels"]) if lab != IGNORE])
+    assert trained.startswith("<tool_call>") and "In Kiel sind es 12 Grad" in trained and "temp" not in trained
+    assert not rep["counts"]
+
+
+def test_tool_calls_without_template_support_are_refused_and_counted(tmp_path, capsys):
+    out, rows, rep = _run(tmp_path, "base_model=tiny", *TINY, "build.template=chatml")
+    assert rep["counts"] == {"dropped: uses tools, and the chat template has no tool support": 1}
+    assert len(rows) == 4 and all("tools" not in r for r in rows)  # the four alpaca rows
+    assert sum("no tool support" in ln for ln in capsys.readouterr().out.splitlines()) == 1
+
+
+def test_too_long_conversation_is_counted_once(tmp_path):
+    from collections import Counter
+
+    from mothertongue.build import encode_with_limit
+
+    tok, _ = _tokenizer("chatml")
+    r = load_recipe(_write_recipe(tmp_path), ["build.max_length=20"])
+    long = [{"role": "user", "content": "Nenne drei Farben. " * 10}, {"role": "assistant", "content": "Rot."}]
+    counts: Counter = Counter()
+    assert encode_with_limit(tok, long, r.build, counts) == []
+    assert counts == {"dropped: a single turn longer than build.max_length": 1}
+    counts.clear()
+    pieces = encode_with_limit(tok, CONV[1:3] + long + CONV[3:], load_recipe(_write_recipe(tmp_path), [
+        "build.max_length=40"]).build, counts)
+    assert len(pieces) == 2 and counts == {
+        "split at turn boundaries": 1,
+        "turns left out of split conversations (a single turn longer than build.max_length)": 1}
+
+
+def test_zero_examples_is_an_error(tmp_path):
+    with pytest.raises(DataError, match=r"build: 0 training examples from 1 conversations \(1 x dropped: uses tools"):
+        _run(tmp_path, "base_model=tiny", *TINY, "build.template=chatml",
+             sources=[{"path": str(FIX / "sharegpt_tools.jsonl"), "format": "sharegpt"}])
+
+
+@pytest.mark.parametrize("source,why", [
+    ("{% for m in messages %}{{ m.content }}{% endfor", "TemplateSyntaxError"),
+    ("{% for m in messages %}{{ m.content | shout }}{% endfor %}", "shout"),
+    ("{{ raise_exception('only system messages, please') }}", "only system messages, please"),
+])
+def test_broken_jinja_template_is_one_line(tmp_path, tiny_tokenizer, source, why):
+    f = tmp_path / "broken.jinja"
+    f.write_text(source)
+    t = templates.resolve("broken.jinja", tiny_tokenizer, tmp_path)
+    with pytest.raises(DataError, match=rf"^build.template: broken.jinja: the chat template failed: .*{why}"):
+        templates.install(t, tiny_tokenizer)
+
+
+def _write_recipe(tmp_path) -> Path:
+    p = tmp_path / "plain.yaml"
+    p.write_text(f"run_dir: {tmp_path / 'run'}\n")
+    return p

@@ -7,11 +7,15 @@ Writes `build/{train,dev}.jsonl` (`input_ids`, `labels` with -100 on untrained t
 source `messages`), `build/tokenizer/` (the tokenizer with the chat template used, plus any
 special tokens it needed) and `build/report.json`. Only assistant turns are trained by default,
 each through its end-of-turn token, so the tuned model learns to stop. Examples longer than
-`build.max_length` are split at turn boundaries or dropped, and always counted.
+`build.max_length` are split at turn boundaries or dropped, and always counted once. Tool
+calls, tool results and tool schemas are rendered by the chat template's own tool support; with
+a template that has none, such conversations are left out and counted. Zero training examples
+is an error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections import Counter
@@ -34,16 +38,39 @@ from mothertongue.runs import RunDir, atomic_write_json
 IGNORE = -100
 
 
+Item = tuple[str, list[dict], list[dict] | None]  # (id, chat messages, tool schemas)
+NO_TOOL_SUPPORT = "dropped: uses tools, and the chat template has no tool support"
+
+
 def to_messages(conv: Conversation, system_prompt: str | None) -> list[dict]:
-    msgs = [{"role": m.role, "content": m.content} for m in conv.messages]
+    """Chat-template messages. Tool calls get ids where the data has none (some templates,
+    Mistral's, require them) and each tool result the id of the call it answers."""
+    msgs = []
+    pending: list[str] = []
+    for k, m in enumerate(conv.messages):
+        d = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            d["tool_calls"] = [c if c.get("id") else {**c, "id": _call_id(conv.id, k, j)}
+                               for j, c in enumerate(m.tool_calls)]
+            pending = [c["id"] for c in d["tool_calls"]]
+        elif m.role == "tool" and pending:
+            d["tool_call_id"] = pending.pop(0)
+        msgs.append(d)
     if system_prompt and msgs[0]["role"] != "system":
         msgs.insert(0, {"role": "system", "content": system_prompt})
     return msgs
 
 
-def encode(tokenizer, messages: list[dict], loss_on: str = "assistant") -> tuple[list[int], list[int], list[int]]:
+def _call_id(conv_id: str, message: int, call: int) -> str:
+    """A stable 9-character alphanumeric call id (the shape Mistral's template demands)."""
+    return hashlib.sha1(f"{conv_id}\x1f{message}\x1f{call}".encode()).hexdigest()[:9]
+
+
+def encode(
+    tokenizer, messages: list[dict], loss_on: str = "assistant", tools: list[dict] | None = None
+) -> tuple[list[int], list[int], list[int]]:
     """Token ids, labels (-100 where not trained) and a 0/1 trained mask, built side by side."""
-    text, spans = templates.assistant_spans(tokenizer, messages)
+    text, spans = templates.assistant_spans(tokenizer, messages, tools)
     if loss_on == "last_assistant":
         spans = spans[-1:]
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -56,53 +83,70 @@ def encode(tokenizer, messages: list[dict], loss_on: str = "assistant") -> tuple
     return ids, labels, mask
 
 
-def generation_prefix_ok(tokenizer, messages: list[dict], ids: list[int]) -> bool:
+def generation_prefix_ok(tokenizer, messages: list[dict], ids: list[int], tools: list[dict] | None = None) -> bool:
     """True when, for every assistant turn, the tokens of the chat-time prompt are exactly the
     first tokens of the training example (otherwise the tuned model sees a prompt it never saw)."""
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        prompt = templates.render(tokenizer, messages[:i], add_generation_prompt=True)
+        prompt = templates.render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools)
         p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if ids[: len(p_ids)] != p_ids:
             return False
     return True
 
 
-def _chunks(messages: list[dict]) -> list[list[dict]]:
-    """Split a thread into (user, assistant) pairs, each keeping the system message."""
-    system = [messages[0]] if messages[0]["role"] == "system" else []
-    rest = messages[len(system) :]
-    return [system + rest[i : i + 2] for i in range(0, len(rest), 2)]
+def _exchanges(messages: list[dict]) -> tuple[list[dict], list[list[dict]]]:
+    """(system part, exchanges): each exchange is a user turn and everything up to the next one
+    (the answer, and any tool calls and results on the way)."""
+    system = messages[:1] if messages[0]["role"] == "system" else []
+    out: list[list[dict]] = []
+    for m in messages[len(system):]:
+        if m["role"] == "user" or not out:
+            out.append([])
+        out[-1].append(m)
+    return system, out
 
 
-def encode_with_limit(tokenizer, messages, cfg, counts: Counter) -> list[tuple[list[dict], list[int], list[int]]]:
-    ids, labels, _ = encode(tokenizer, messages, cfg.loss_on)
+def encode_with_limit(
+    tokenizer, messages: list[dict], cfg, counts: Counter, tools: list[dict] | None = None
+) -> list[tuple[list[dict], list[int], list[int]]]:
+    """The example, or its pieces cut at turn boundaries (each keeping the system message) when
+    it is longer than build.max_length. A conversation is counted once: split, or dropped."""
+    ids, labels, _ = encode(tokenizer, messages, cfg.loss_on, tools)
     if len(ids) <= cfg.max_length:
         return [(messages, ids, labels)]
     if cfg.on_too_long == "drop":
         counts["dropped: longer than build.max_length"] += 1
         return []
-    def fits(msgs: list[dict]) -> bool:
-        return len(encode(tokenizer, msgs, cfg.loss_on)[0]) <= cfg.max_length
 
-    out, current = [], []
-    for pair in _chunks(messages):
-        candidate = current + pair[-2:] if current else pair
+    def fits(msgs: list[dict]) -> bool:
+        return len(encode(tokenizer, msgs, cfg.loss_on, tools)[0]) <= cfg.max_length
+
+    system, exchanges = _exchanges(messages)
+    out: list[list[dict]] = []
+    current: list[dict] = []
+    lost = 0
+    for ex in exchanges:
+        candidate = current + ex if current else system + ex
         if fits(candidate):
             current = candidate
             continue
         if current:
             out.append(current)
-        current = pair if fits(pair) else []
-        if not current:
-            counts["dropped: a single turn longer than build.max_length"] += 1
+        current = system + ex if fits(system + ex) else []
+        lost += not current
     if current:
         out.append(current)
+    if not out:
+        counts["dropped: a single turn longer than build.max_length"] += 1
+        return []
     counts["split at turn boundaries"] += 1
+    if lost:
+        counts["turns left out of split conversations (a single turn longer than build.max_length)"] += lost
     result = []
     for msgs in out:
-        c_ids, c_labels, _ = encode(tokenizer, msgs, cfg.loss_on)
+        c_ids, c_labels, _ = encode(tokenizer, msgs, cfg.loss_on, tools)
         result.append((msgs, c_ids, c_labels))
     return result
 
@@ -132,40 +176,52 @@ def prepare_tokenizer(recipe: Recipe, examples: list[list[dict]]):
     return tok, tmpl
 
 
-def build_rows(tokenizer, items: list[tuple[str, list[dict]]], recipe: Recipe, counts: Counter) -> list[dict]:
-    """Encode (id, messages) items into training rows; too-long ones are split or dropped, counted."""
+def build_rows(tokenizer, items: list[Item], recipe: Recipe, counts: Counter) -> list[dict]:
+    """Encode (id, messages, tools) items into training rows; too-long ones are split or dropped,
+    conversations with tools are left out when the template cannot render them; all counted."""
     rows = []
-    for item_id, msgs in items:
+    tool_support: bool | None = None  # probed once, on the first conversation that needs it
+    for item_id, msgs, tools in items:
+        if templates.uses_tools(msgs, tools):
+            if tool_support is None:
+                tool_support = templates.supports_tools(tokenizer)
+            if not tool_support:
+                counts[NO_TOOL_SUPPORT] += 1
+                continue
         try:
-            pieces = encode_with_limit(tokenizer, msgs, recipe.build, counts)
-        except templates.TemplateMismatch as e:
+            pieces = encode_with_limit(tokenizer, msgs, recipe.build, counts, tools)
+        except DataError as e:
             raise DataError(f"conversation {item_id}: {e}") from None
         for k, (m, ids, labels) in enumerate(pieces):
-            if not generation_prefix_ok(tokenizer, m, ids):
+            if not generation_prefix_ok(tokenizer, m, ids, tools):
                 counts["generation prompt tokenizes differently from training prefix"] += 1
             if all(x == IGNORE for x in labels):
                 counts["dropped: no trained tokens"] += 1
                 continue
-            rows.append({"id": item_id if len(pieces) == 1 else f"{item_id}#{k}", "input_ids": ids, "labels": labels, "messages": m})
+            row = {"id": item_id if len(pieces) == 1 else f"{item_id}#{k}", "input_ids": ids, "labels": labels, "messages": m}
+            if tools:
+                row["tools"] = tools
+            rows.append(row)
     return rows
 
 
-def conversation_items(convs: list[Conversation], recipe: Recipe) -> list[tuple[str, list[dict]]]:
-    return [(c.id, to_messages(c, mix.system_for(c.id, c.tags, recipe.build, recipe.language))) for c in convs]
+def conversation_items(convs: list[Conversation], recipe: Recipe) -> list[Item]:
+    return [(c.id, to_messages(c, mix.system_for(c.id, c.tags, recipe.build, recipe.language)), c.tools)
+            for c in convs]
 
 
-def mix_items(recipe: Recipe, run: RunDir, instr: list[tuple[str, list[dict]]]) -> tuple[dict[str, list], dict, list[str]]:
+def mix_items(recipe: Recipe, run: RunDir, instr: list[Item]) -> tuple[dict[str, list[Item]], dict, list[str]]:
     """The parts of the training mix, sampled to the configured ratio; also raw native text."""
     cfg, lang = recipe.build, recipe.language
     rng = random.Random(recipe.seed)
-    pools: dict[str, list[tuple[str, list[dict]]]] = {"instructions": instr}
+    pools: dict[str, list[Item]] = {"instructions": instr}
     parallel_path = run.stage("translate") / "parallel.jsonl"
     if cfg.translation_tasks and recipe.translate.enabled and parallel_path.exists():
         tasks = []
         for i, row in enumerate(mix.read_parallel(parallel_path)):
             for d, msgs in enumerate(mix.translation_tasks(row, lang, rng)):
                 sp = mix.base_system_prompt(cfg, lang, f"tr{i}-{d}")
-                tasks.append((f"translation-{i}-{d}", ([{"role": "system", "content": sp}] if sp else []) + msgs))
+                tasks.append((f"translation-{i}-{d}", ([{"role": "system", "content": sp}] if sp else []) + msgs, None))
         pools["translation"] = tasks
     raw_text: list[str] = []
     chunks = mix.native_chunks(recipe) if cfg.native else []
@@ -177,7 +233,7 @@ def mix_items(recipe: Recipe, run: RunDir, instr: list[tuple[str, list[dict]]]) 
             msgs = mix.continue_task(piece, lang)
             if msgs:
                 sp = mix.base_system_prompt(cfg, lang, f"nat{i}")
-                tasks.append((f"native-{i}", ([{"role": "system", "content": sp}] if sp else []) + msgs))
+                tasks.append((f"native-{i}", ([{"role": "system", "content": sp}] if sp else []) + msgs, None))
         pools["native"] = tasks
     weights = cfg.mix.model_dump()
     sizes = mix.plan({k: len(v) for k, v in pools.items()}, weights)
@@ -198,8 +254,8 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
         raise DataError(f"{data / 'train.jsonl'}: no training conversations; check ingest's report")
     parts, mix_report, raw_text = mix_items(recipe, rundir, conversation_items(train, recipe))
     dev_items = conversation_items(dev, recipe)
-    everything = [m for items in parts.values() for _, m in items] + [m for _, m in dev_items]
-    everything += [m for _, m in conversation_items(test, recipe)]
+    everything = [m for items in parts.values() for _, m, _ in items] + [m for _, m, _ in dev_items]
+    everything += [m for _, m, _ in conversation_items(test, recipe)]
     tokenizer, tmpl = prepare_tokenizer(recipe, everything + [[{"role": "user", "content": t}] for t in raw_text])
 
     counts: Counter[str] = Counter()
@@ -209,7 +265,12 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
         realised[part] = {"examples": len(rows), "tokens": sum(len(r["input_ids"]) for r in rows)}
         train_rows += rows
     random.Random(recipe.seed).shuffle(train_rows)
-    dev_rows = build_rows(tokenizer, dev_items, recipe, Counter())
+    if not train_rows:
+        reasons = ", ".join(f"{n} x {k}" for k, n in counts.most_common(3)) or "no conversations"
+        raise DataError(f"build: 0 training examples from {sum(len(v) for v in parts.values())} conversations "
+                        f"({reasons}); nothing to train on")
+    dev_counts: Counter[str] = Counter()
+    dev_rows = build_rows(tokenizer, dev_items, recipe, dev_counts)
     write_jsonl(out / "train.jsonl", train_rows)
     write_jsonl(out / "dev.jsonl", dev_rows)
     n_pref = write_preferences(recipe, data, out)
@@ -236,6 +297,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
         "longest": max((len(r["input_ids"]) for r in train_rows), default=0),
         "mix": {"realised": realised, **mix_report},
         "counts": dict(counts),
+        "dev_counts": dict(dev_counts),
     }
     atomic_write_json(out / "report.json", summary)
     mix_line = ", ".join(f"{k} {v['examples']} ({v['share_examples']:.0%} of examples, {v['share_tokens']:.0%} of tokens)"

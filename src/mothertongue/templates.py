@@ -5,7 +5,10 @@ one by name, or a user .jinja file), and for every assistant turn the text span 
 by rendering the prefix *with the generation prompt*: the span is what the model must produce
 after exactly the prompt it will see at chat time, end-of-turn token included. If a template's
 generation prompt is not a prefix of its own training rendering, we say so instead of training
-a model that rambles.
+a model that rambles. Tool schemas, assistant tool calls and tool results are rendered by the
+template's own tool support (`supports_tools` checks that it has one).
+
+    python -c "from mothertongue import templates; print(templates.names())"
 """
 
 from __future__ import annotations
@@ -138,34 +141,82 @@ def resolve(spec: str | None, tokenizer, base_dir: Path | None = None) -> Templa
 
 
 def install(template: Template, tokenizer) -> list[str]:
-    """Put the template on the tokenizer and add the special tokens it needs; returns those added."""
+    """Put the template on the tokenizer and add the special tokens it needs; returns those added.
+    A template that cannot render a plain exchange (syntax error, unknown filter, an error it
+    raises) is a one-line error naming it."""
     missing = [t for t in template.special_tokens if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": missing})
     tokenizer.chat_template = template.source
+    try:
+        render(tokenizer, [{"role": "user", "content": "Hallo"}, {"role": "assistant", "content": "Hallo!"}])
+    except TemplateRenderError as e:
+        raise DataError(f"build.template: {template.name}: {e}") from None
     return missing
-
-
-def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
 class TemplateMismatch(DataError):
     pass
 
 
-def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """Render a conversation; return its text and the character span of every assistant turn.
+class TemplateRenderError(DataError):
+    """The chat template itself failed (syntax error, unknown filter, raise_exception, ...)."""
+
+
+def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False, tools: list[dict] | None = None) -> str:
+    """The template's text for messages; `tools` (schemas) go to the template's own tool support."""
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+    except TemplateError as e:
+        line = f" (template line {e.lineno})" if getattr(e, "lineno", None) else ""
+        raise TemplateRenderError(f"the chat template failed: {type(e).__name__}: {e}{line}") from None
+
+
+# A conversation that uses every part of tool support, with names no template writes by itself.
+_TOOL_PROBE = (
+    [{"type": "function", "function": {"name": "probe_tool_q7", "description": "probe",
+                                       "parameters": {"type": "object", "properties": {}}}}],
+    [{"role": "user", "content": "u"},
+     {"role": "assistant", "content": "", "tool_calls": [
+         {"id": "probeq7id", "type": "function", "function": {"name": "probe_call_q7", "arguments": {"probe_arg_q7": 1}}}]},
+     {"role": "tool", "content": "probe_result_q7", "tool_call_id": "probeq7id"},
+     {"role": "assistant", "content": "a"}],
+)
+
+
+def supports_tools(tokenizer) -> bool:
+    """True when the installed template renders tool schemas, assistant tool calls and tool
+    results itself (checked by rendering one, not by reading the template's source)."""
+    tools, messages = _TOOL_PROBE
+    try:
+        text = render(tokenizer, messages, tools=tools)
+    except DataError:
+        return False
+    return all(k in text for k in ("probe_tool_q7", "probe_call_q7", "probe_arg_q7", "probe_result_q7"))
+
+
+def uses_tools(messages: list[dict], tools: list[dict] | None) -> bool:
+    return bool(tools) or any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
+
+
+def assistant_spans(
+    tokenizer, messages: list[dict], tools: list[dict] | None = None
+) -> tuple[str, list[tuple[int, int]]]:
+    """Render a conversation; return its text and the character span of every assistant turn
+    (tool calls included: the model learns to call).
 
     A span starts where the generation prompt for that turn ends and runs through the end of the
     turn (end-of-turn token included)."""
-    full = render(tokenizer, messages)
+    full = render(tokenizer, messages, tools=tools)
     spans = []
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        prompt = render(tokenizer, messages[:i], add_generation_prompt=True)
-        upto = render(tokenizer, messages[: i + 1])
+        prompt = render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools)
+        upto = render(tokenizer, messages[: i + 1], tools=tools)
         if not full.startswith(upto) or not upto.startswith(prompt):
             raise TemplateMismatch(
                 f"chat template: the generation prompt for turn {i} is not a prefix of the training text; "
