@@ -248,3 +248,22 @@ def test_real_text_sample_with_a_bad_byte(tmp_path):
     convs, rep = read("text", p, on_error="skip")
     assert len(convs) == len(clean_convs) - 1 and rep.skipped == {"encoding": 1}
     assert rep.examples["encoding"][0].startswith(f"{p}:{k + 1}:")
+
+
+# ----------------------------------------------------------------------------- tool use (#14)
+def test_openai_tool_calls_results_and_schemas_are_kept(tmp_path):
+    row = {"messages": [
+        {"role": "user", "content": "Wie ist das Wetter in Kiel?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "wetter", "arguments": "{\"ort\": \"Kiel\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 12}"},
+        {"role": "assistant", "content": "12 Grad."}],
+        "tools": [{"type": "function", "function": {"name": "wetter", "parameters": {"type": "object"}}}]}
+    p = tmp_path / "t.jsonl"
+    p.write_text(json.dumps(row) + "\n")
+    (c,), rep = read("openai", p)
+    assert [m.role for m in c.messages] == ["user", "assistant", "tool", "assistant"]
+    assert c.messages[1].tool_calls == [{"id": "call_1", "type": "function",
+                                         "function": {"name": "wetter", "arguments": {"ort": "Kiel"}}}]
+    assert c.tools == row["tools"] and "extra" not in c.meta
+    assert Conversation.from_dict(json.loads(json.dumps(c.to_dict()))) == c  # survives JSONL

@@ -116,4 +116,5 @@ class HFAdapter(Adapter):
         except KeyError as e:
             raise DataError(f"{self.where}.options.format: {e}") from None
         inner = cls(self.source.model_copy(update={"name": self.src_name}), self.inner_options, self.where)
+        self.collects = inner.collects  # a source limit drains OASST rows too (see ingest)
         return inner.read_rows(self._rows(ds, f"{name}[{split}]", report), report)

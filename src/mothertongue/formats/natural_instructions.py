@@ -64,7 +64,13 @@ def lang_code(names: Any) -> str | None:
     name = names[0] if isinstance(names, list) and names else names
     if not isinstance(name, str) or not name.strip():
         return None
-    return LANG_CODES.get(name.strip().lower())
+    code = LANG_CODES.get(name.strip().lower())
+    if code is None:  # the detector's table knows 75 languages by their English names
+        from lingua import Language
+
+        lang = getattr(Language, name.strip().upper().replace(" ", "_"), None)
+        code = lang.iso_code_639_1.name.lower() if lang is not None else None
+    return code
 
 
 def task_with_lines(text: str) -> tuple[dict, list[int]]:

@@ -15,10 +15,13 @@ becomes::
                            Message("user", "What's the capital of France?"),
                            Message("assistant", "Paris, as if everyone doesn't know that already.")])
 
-`content` given as a list of parts keeps its text parts, joined. Roles other than system/user/
-assistant (tool, function) and `null` content (tool calls) are bad records naming the field; a
-record's `id` is kept; other keys (e.g. `tools`) go to `meta["extra"]`. A `"weight": 0` on an
-assistant message is not modelled: the message is kept and the weight noted in meta.
+`content` given as a list of parts keeps its text parts, joined. Tool use is kept: an assistant
+message with `tool_calls` (content may be null; arguments given as a JSON string become an
+object), `tool` messages with the results, and the record's `tools` schemas
+(`Conversation.tools`); build renders them through the chat template's tool support. The legacy
+`function` role, and `null` content without tool calls, are bad records naming the field; a
+record's `id` is kept; other keys go to `meta["extra"]`. A `"weight": 0` on an assistant message
+is not modelled: the message is kept and the weight noted in meta.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from typing import Any
 
 from mothertongue.conversation import ROLES, Conversation, Message
 from mothertongue.formats.base import Adapter, IngestReport, clean, stable_id
+from mothertongue.formats.tools import parse_tool_calls, parse_tools
+
+CHAT_ROLES = ("system", "user", "assistant")
 
 
 def content_text(content: Any) -> str | None:
@@ -40,7 +46,10 @@ def content_text(content: Any) -> str | None:
     return None
 
 
-def parse_messages(msgs: Any, field: str, loc: str, report: IngestReport) -> list[Message] | None:
+def parse_messages(
+    msgs: Any, field: str, loc: str, report: IngestReport, tools: bool = False
+) -> list[Message] | None:
+    """OpenAI-style messages; with `tools`, also assistant tool calls and `tool` results."""
     if not isinstance(msgs, list) or not msgs:
         report.bad(loc, f"missing field {field}", f"field '{field}' is missing, empty or not a list")
         return None
@@ -50,14 +59,25 @@ def parse_messages(msgs: Any, field: str, loc: str, report: IngestReport) -> lis
         if not isinstance(m, dict) or "role" not in m:
             report.bad(loc, "bad message", f"field '{f}' needs 'role' and 'content'")
             return None
-        if m["role"] not in ROLES:
-            report.bad(loc, "unsupported role", f"field '{f}.role' is {m['role']!r}; supported: {', '.join(ROLES)}")
+        allowed = ROLES if tools else CHAT_ROLES
+        if m["role"] not in allowed:
+            report.bad(loc, "unsupported role", f"field '{f}.role' is {m['role']!r}; supported: {', '.join(allowed)}")
             return None
+        calls = None
+        if tools and m["role"] == "assistant" and m.get("tool_calls"):
+            calls = parse_tool_calls(m["tool_calls"])
+            if calls is None:
+                report.bad(loc, "bad tool call", f"field '{f}.tool_calls' must be a list of "
+                           "{type: function, function: {name, arguments}}")
+                return None
         text = content_text(m.get("content"))
-        if text is None or not text.strip():
+        if calls and text is None:
+            text = ""
+        elif text is None or not text.strip():
             report.bad(loc, "empty content", f"field '{f}.content' is empty or not text")
             return None
-        out.append(Message(m["role"], clean(text), m.get("lang")))
+        lang = m.get("lang")
+        out.append(Message(m["role"], clean(text), lang if isinstance(lang, str) else None, calls))
     return out
 
 
@@ -77,14 +97,21 @@ class OpenAIAdapter(Adapter):
         if not isinstance(obj, dict):
             report.bad(loc, "not an object", f"expected a JSON object, got {type(obj).__name__}")
             return
-        messages = parse_messages(obj.get("messages"), "messages", loc, report)
+        messages = parse_messages(obj.get("messages"), "messages", loc, report, tools=True)
         if messages is None:
             return
-        meta = self.meta_of(obj, loc, ("id", "messages"))
+        tools = None
+        if obj.get("tools") is not None:
+            tools = parse_tools(obj["tools"])
+            if tools is None:
+                report.bad(loc, "bad field tools", "field 'tools' is not a list of tool schemas")
+                return
+        meta = self.meta_of(obj, loc, ("id", "messages", "tools"))
         weights = [m.get("weight") for m in obj["messages"] if isinstance(m, dict)]
         if any(w is not None for w in weights):
             meta["weights"] = weights
         rid = obj.get("id")
         cid = f"{self.src_name}-{rid}" if rid not in (None, "") else stable_id(
             self.src_name, *(f"{m.role}:{m.content}" for m in messages))
-        yield Conversation(id=cid, messages=messages, lang=self.opts.lang, source=self.src_name, meta=meta)
+        yield Conversation(id=cid, messages=messages, lang=self.opts.lang, source=self.src_name, meta=meta,
+                           tools=tools or None)

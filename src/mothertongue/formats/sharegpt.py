@@ -36,7 +36,6 @@ to `meta["extra"]`. `options.key` names the list field when it is not `conversat
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -44,6 +43,7 @@ from pydantic import Field
 
 from mothertongue.conversation import Conversation, Message
 from mothertongue.formats.base import Adapter, FormatOptions, IngestReport, clean, stable_id
+from mothertongue.formats.tools import parse_tool_calls, parse_tools
 
 DEFAULT_ROLES = {
     "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
@@ -58,40 +58,6 @@ class ShareGPTOptions(FormatOptions):
         default_factory=dict, description="Source role -> user, assistant, system, tool, tool_call or drop."
     )
     key: str = Field("conversations", description="The field holding the list of turns.")
-
-
-def parse_tool_calls(value: str) -> list[dict] | None:
-    """`{"name": ..., "arguments": ...}` (or a list of them) as chat-template tool calls; None if not."""
-    try:
-        calls = json.loads(value)
-    except (json.JSONDecodeError, TypeError):
-        return None
-    calls = calls if isinstance(calls, list) else [calls]
-    out = []
-    for c in calls:
-        fn = c.get("function", c) if isinstance(c, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            return None
-        args = fn.get("arguments", {})
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except json.JSONDecodeError:
-                return None
-        out.append({"type": "function", "function": {"name": fn["name"], "arguments": args}})
-    return out or None
-
-
-def parse_tools(value: Any) -> list[dict] | None:
-    """Tool schemas from a list or a JSON string of one; each as {"type": "function", "function": ...}."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value) if value.strip() else []
-        except json.JSONDecodeError:
-            return None
-    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
-        return None
-    return [t if "function" in t else {"type": "function", "function": t} for t in value]
 
 
 class ShareGPTAdapter(Adapter):
