@@ -184,8 +184,9 @@ def read_sources(
 
 def _tagged(records, i: int):
     """Prefix each record's origin with its source index (see Ledger)."""
+    single = (i,)  # one shared tuple: a million records need no million tuples
     for rec in records:
-        rec.origin = (i,) if rec.origin is None else (i, *rec.origin)
+        rec.origin = single if rec.origin is None else (i, *rec.origin)
         yield rec
 
 
