@@ -126,7 +126,7 @@ def _run(tmp_path, *overrides, sources=None):
                                  "ingest": {"sources": srcs, "on_error": "skip"}}))
     r = load_recipe(p, list(overrides))
     run_stage(r, "ingest", log=lambda m: None)
-    out = run_stage(r, "build", log=lambda m: None)
+    out = run_stage(r, "build", log=lambda m: None).path
     rows = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
     return out, rows, json.loads((out / "report.json").read_text())
 

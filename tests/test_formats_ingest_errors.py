@@ -30,7 +30,7 @@ def recipe(tmp_path, sources, **ingest_cfg) -> Path:
 
 
 def ingest(tmp_path, sources, **ingest_cfg) -> dict:
-    out = run_stage(load_recipe(recipe(tmp_path, sources, **ingest_cfg)), "ingest", force=True, log=lambda m: None)
+    out = run_stage(load_recipe(recipe(tmp_path, sources, **ingest_cfg)), "ingest", force=True, log=lambda m: None).path
     return json.loads((out / "report.json").read_text())
 
 
@@ -94,7 +94,7 @@ def test_duplicates_of_multi_message_threads_count_each_message_once(tmp_path):
 ])
 def test_empty_source_is_an_error_and_keeps_the_previous_output(tmp_path, content, why):
     good = recipe(tmp_path, [{"path": str(FIX / "alpaca.json")}])
-    out = run_stage(load_recipe(good), "ingest", log=lambda m: None)
+    out = run_stage(load_recipe(good), "ingest", log=lambda m: None).path
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     bad = tmp_path / "bad.jsonl"
     if content is None:
