@@ -82,7 +82,7 @@ def time_stage(tmp: Path, path: Path, fmt: str) -> tuple[float, float, dict]:
         "sources": [{"path": str(path), "format": fmt}], "on_error": "skip", "dev_fraction": 0.01,
         "test_fraction": 0.01}}))
     t, c = time.perf_counter(), time.process_time()
-    out = run_stage(load_recipe(recipe), "ingest", force=True, log=lambda m: None)
+    out = run_stage(load_recipe(recipe), "ingest", force=True, log=lambda m: None).path
     return time.perf_counter() - t, time.process_time() - c, json.loads((out / "report.json").read_text())
 
 

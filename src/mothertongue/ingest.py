@@ -153,7 +153,18 @@ def read_sources(
             read_before, skipped_before = report.read, sum(report.skipped.values())
             mine: list[Conversation] = []
             n_pairs = 0
-            for rec in _limited(_tagged(adapter.read(path, report), i), src.limit, adapter.collects, ledger, path):
+            single, limit, n = (i,), src.limit, 0  # one shared origin tuple for one-record outputs
+            for rec in adapter.read(path, report):
+                rec.origin = single if rec.origin is None else (i, *rec.origin)
+                if limit is not None and n >= limit:
+                    # past the limit: counted; an adapter that read everything before yielding
+                    # (OASST) is drained so each of its records is accounted for
+                    ledger.drop(rec, f"beyond the source's limit ({limit})")
+                    if adapter.collects:
+                        continue
+                    report.notes.append(f"{path}: stopped after limit={limit} records")
+                    break
+                n += 1
                 try:
                     rec.validate()
                 except DataError as e:
@@ -180,29 +191,6 @@ def read_sources(
             "read": report.read - read_before, "conversations": len(mine), "pairs": n_pairs, "weight": src.weight,
         })
     return convs, pairs
-
-
-def _tagged(records, i: int):
-    """Prefix each record's origin with its source index (see Ledger)."""
-    single = (i,)  # one shared tuple: a million records need no million tuples
-    for rec in records:
-        rec.origin = single if rec.origin is None else (i, *rec.origin)
-        yield rec
-
-
-def _limited(records, limit: int | None, drain: bool, ledger: Ledger, path: Path):
-    """At most `limit` records; the one past it is dropped and counted, and an adapter that read
-    everything before yielding (OASST) is drained so each of its records is accounted for."""
-    n = 0
-    for rec in records:
-        if limit is None or n < limit:
-            n += 1
-            yield rec
-            continue
-        ledger.drop(rec, f"beyond the source's limit ({limit})")
-        if not drain:
-            ledger.report.notes.append(f"{path}: stopped after limit={limit} records")
-            return
 
 
 def _empty_error(i: int, src_report: dict, path: Path, fmt: str, report: IngestReport) -> DataError:
