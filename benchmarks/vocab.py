@@ -10,7 +10,8 @@ German text (tests/fixtures/vocab/de.txt plus the real German sample in ../share
 greedy generation of a fixed number of new tokens. Printed per run: training tokens/s (from the
 train stage's summary) and words/s (words of the training text times epochs, over the training
 time), generation tokens/s and words/s (tokens/s divided by the tokenizer's fertility on the same
-German text, the words a German reply of that many tokens holds), and the ratios. Speed per token
+German text, the words a German reply of that many tokens holds), bits per byte of each tuned model
+on the held-out German (same epochs, so the extended run took fewer steps), and the ratios. Speed per token
 barely changes (a slightly larger embedding matrix); speed per word is where the gain shows.
 """
 
@@ -52,7 +53,7 @@ def make_base(tokenizer_dir: Path, out: Path, hidden: int, layers: int) -> None:
 
 def one_run(base: Path, texts_file: Path, held_file: Path, run_dir: Path, extend: bool, args) -> dict:
     from mothertongue.config import load_recipe
-    from mothertongue.models import load_for_inference
+    from mothertongue.models import load_model
     from mothertongue.runs import run_stage, stages_for
     from mothertongue.vocab.fertility import fertility
 
@@ -70,7 +71,7 @@ def one_run(base: Path, texts_file: Path, held_file: Path, run_dir: Path, extend
     for s in stages_for(recipe):
         run_stage(recipe, s, log=lambda m: None)
     summary = json.loads((run_dir / "train/manifest.json").read_text())["summary"]
-    model, tok, _ = load_for_inference(run_dir, "tuned")
+    model, tok, _, _ = load_model(run_dir, "tuned")
     docs = [d for d in texts_file.read_text(encoding="utf-8").split("\n\n") if d.strip()]
     n_words = sum(len(d.split()) for d in docs)
     held = [t for t in held_file.read_text(encoding="utf-8").splitlines() if t.strip()]
@@ -87,6 +88,7 @@ def one_run(base: Path, texts_file: Path, held_file: Path, run_dir: Path, extend
         "gen_tok_s": gen,
         "gen_words_s": round(gen / fert, 1),
         "final_loss": summary["final_loss"],
+        "run_dir": str(run_dir),
     }
 
 
@@ -119,6 +121,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     texts = german_text()
     held, train = texts[3::8], [t for i, t in enumerate(texts) if i % 8 != 3]
+    from mothertongue.vocab.stage import compare, verdict
+
     rows = []
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
@@ -128,14 +132,18 @@ def main() -> None:
         for extend in (False, True):
             rows.append(one_run(root / "base", root / "de_train.txt", root / "de_held.txt", root / f"run-{extend}", extend, args))
             print(rows[-1], file=sys.stderr)
-    cols = ["run", "vocab", "fertility", "train_tokens", "train_tok_s", "train_words_s", "gen_tok_s", "gen_words_s", "final_loss"]
+        quality = compare({r["run"]: Path(r["run_dir"]) for r in rows}, held)
+        for r in rows:
+            r["heldout_bpb"] = quality[r["run"]]["bits_per_byte"]
+        line = verdict(quality, rows[1]["run"], rows[0]["run"])
+    cols = ["run", "vocab", "fertility", "train_tokens", "train_tok_s", "train_words_s", "gen_tok_s", "gen_words_s", "heldout_bpb"]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")
     a, b = rows
     print(f"\nextended / base: training words/s {b['train_words_s'] / a['train_words_s']:.2f}x, "
           f"generation words/s {b['gen_words_s'] / a['gen_words_s']:.2f}x, training tokens/s "
-          f"{b['train_tok_s'] / a['train_tok_s']:.2f}x, generation tokens/s {b['gen_tok_s'] / a['gen_tok_s']:.2f}x")
+          f"{b['train_tok_s'] / a['train_tok_s']:.2f}x, generation tokens/s {b['gen_tok_s'] / a['gen_tok_s']:.2f}x\n{line}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

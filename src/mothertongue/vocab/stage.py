@@ -211,14 +211,14 @@ def compare(runs: dict[str, Path], texts: list[str]) -> dict:
     held-out texts: bits per byte, training steps and tokens, and fertility of each run's tokenizer."""
     import json
 
-    from mothertongue.models import load_for_inference
+    from mothertongue.models import load_model
     from mothertongue.vocab.embeddings import bits_per_byte
     from mothertongue.vocab.fertility import fertility
 
     out = {}
     for label, run_dir in runs.items():
         summary = json.loads((Path(run_dir) / "train" / "manifest.json").read_text(encoding="utf-8"))["summary"]
-        model, tok, _ = load_for_inference(Path(run_dir), "tuned")
+        model, tok, _, _ = load_model(Path(run_dir), "tuned")
         out[label] = {"bits_per_byte": bits_per_byte(model, tok, texts), "steps": summary["steps"],
                       "tokens": summary["tokens"], "fertility": fertility(tok, texts)["fertility"]}
         del model
