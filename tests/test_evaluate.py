@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import run_recipe
 
 THINGS = ["Apfel", "Baum", "Fluss", "Garten", "Hund", "Katze", "Vogel", "Berg", "Stern", "Wald", "Zug",
@@ -128,3 +130,28 @@ def test_plots_draw_both_models_values(monkeypatch):
     assert [t.get_text() for t in replies_ax.get_legend().get_texts()] == ["base", "tuned"]
     chrf_ax = figures[2].axes[0]
     assert {c.get_label(): [b.get_height() for b in c] for c in chrf_ax.containers} == {"base": [10.0], "tuned": [40.0]}
+
+
+def test_defaults_follow_the_target_language():
+    """Suites and lm-eval tasks come from the run's language, not German for everyone."""
+    from mothertongue.config import Recipe
+    from mothertongue.evaluate import suites_for
+    from mothertongue.metrics.benchmarks import default_tasks
+
+    assert suites_for(Recipe(language="de")) == ["de", "en"]
+    assert suites_for(Recipe(language="fr")) == ["en"]  # no shipped French suite (yet)
+    assert suites_for(Recipe(language="fr", evaluate={"suites": ["my.txt"]})) == ["my.txt"]
+    known = {"arc_fr", "xnli_fr", "belebele_fra_Latn", "arc_de"}
+    assert default_tasks("fr", known) == ["arc_fr", "belebele_fra_Latn", "xnli_fr"]
+    assert default_tasks("fr-ca", known) == ["arc_fr", "belebele_fra_Latn", "xnli_fr"]
+
+
+@pytest.mark.slow
+def test_german_keeps_its_lm_eval_tasks():
+    """With the installed lm-eval (its task index takes a while to build), German keeps the
+    task list it always had."""
+    pytest.importorskip("lm_eval")
+    from mothertongue.metrics.benchmarks import default_tasks
+
+    assert default_tasks("de") == ["arc_de", "hellaswag_de", "m_mmlu_de", "truthfulqa_de_mc2",
+                                   "belebele_deu_Latn", "xnli_de"]

@@ -289,9 +289,10 @@ class EvaluateConfig(Strict):
     translate_prompt: str = Field(
         "Translate the following text into {language}:\n\n{source}", description="Prompt for the parallel file."
     )
-    lm_eval_tasks: list[str] = Field(
-        default_factory=lambda: ["arc_de", "hellaswag_de", "m_mmlu_de", "truthfulqa_de_mc2", "belebele_deu_Latn", "xnli_de"],
-        description="lm-evaluation-harness tasks in the target language (run when `benchmarks` is on).",
+    lm_eval_tasks: list[str] | None = Field(
+        None,
+        description="lm-evaluation-harness tasks in the target language (run when `benchmarks` is on); default: "
+        "those of arc_XX, hellaswag_XX, m_mmlu_XX, truthfulqa_XX_mc2, belebele_<FLORES code>, xnli_XX that lm-eval has.",
     )
     lm_eval_english_tasks: list[str] = Field(
         default_factory=lambda: ["arc_easy", "hellaswag", "truthfulqa_mc2", "belebele_eng_Latn"],

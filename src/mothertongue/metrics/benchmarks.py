@@ -3,8 +3,8 @@
     pip install lm-eval
     mothertongue evaluate runs/myrun evaluate.benchmarks=true evaluate.lm_eval_limit=200 --force
 
-Runs `evaluate.lm_eval_tasks` (target language, default German: arc_de, hellaswag_de, m_mmlu_de,
-truthfulqa_de_mc2, belebele_deu_Latn, xnli_de) and `evaluate.lm_eval_english_tasks` (to show
+Runs `evaluate.lm_eval_tasks` (target language; default: the multilingual tasks lm-eval has for
+it, e.g. for German arc_de, hellaswag_de, m_mmlu_de, truthfulqa_de_mc2, belebele_deu_Latn, xnli_de) and `evaluate.lm_eval_english_tasks` (to show
 regression in English) on the in-memory model through lm-eval's own `HFLM` wrapper and
 `simple_evaluate`. Each task contributes its main score (acc_norm, else acc, else the first
 numeric metric) to the sets `lm-eval <lang>` and `lm-eval en` of the scorecard. The datasets come
@@ -37,6 +37,26 @@ def fold_results(results: dict, tasks: list[str]) -> dict:
     return out
 
 
+def candidate_tasks(language: str) -> list[str]:
+    """The multilingual lm-eval task names a language would have (not all exist for every one)."""
+    from mothertongue.engines.catalogue import NLLB_CODES
+
+    code = language.lower().split("-")[0]
+    names = [f"arc_{code}", f"hellaswag_{code}", f"m_mmlu_{code}", f"truthfulqa_{code}_mc2"]
+    if code in NLLB_CODES:
+        names.append(f"belebele_{NLLB_CODES[code]}")
+    return [*names, f"xnli_{code}"]
+
+
+def default_tasks(language: str, known: set[str] | None = None) -> list[str]:
+    """`candidate_tasks` that lm-eval knows (`known`: its task names; asked when not given)."""
+    if known is None:
+        from lm_eval.tasks import TaskManager
+
+        known = set(TaskManager().all_tasks)
+    return [t for t in candidate_tasks(language) if t in known]
+
+
 def run_benchmarks(model, tokenizer, recipe) -> tuple[dict, str]:
     """({set: {task: score}}, note). Never raises for a missing lm-eval; says what happened instead."""
     try:
@@ -49,7 +69,10 @@ def run_benchmarks(model, tokenizer, recipe) -> tuple[dict, str]:
         model = model.merge_and_unload()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
     out, notes = {}, []
-    for label, tasks in ((f"lm-eval {recipe.language}", cfg.lm_eval_tasks), ("lm-eval en", cfg.lm_eval_english_tasks)):
+    target = cfg.lm_eval_tasks if cfg.lm_eval_tasks is not None else default_tasks(recipe.language)
+    if not target:
+        notes.append(f"lm-eval {recipe.language}: lm-eval has none of {', '.join(candidate_tasks(recipe.language))}")
+    for label, tasks in ((f"lm-eval {recipe.language}", target), ("lm-eval en", cfg.lm_eval_english_tasks)):
         if not tasks:
             continue
         try:
