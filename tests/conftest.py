@@ -31,6 +31,9 @@ def pytest_collection_modifyitems(config, items):
 
     online = None
     for item in items:
+        # The shared quickstart run trains a model end to end (~40 s): whoever uses it is slow.
+        if "quickstart_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
         if "network" in item.keywords:
             online = _online() if online is None else online
             if not online:
