@@ -33,6 +33,7 @@ def _synthetic_task(path: Path) -> None:
     (path.parent / "suite.jsonl").write_text("\n".join(json.dumps(s) for s in suite) + "\n", encoding="utf-8")
 
 
+@pytest.mark.slow  # trains a tiny model on a synthetic task
 def test_fidelity_rises_after_training_on_a_target_language_task(tmp_path):
     _synthetic_task(tmp_path / "task.txt")
     recipe = tmp_path / "r.yaml"

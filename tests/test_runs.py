@@ -62,6 +62,7 @@ def test_bad_record_never_corrupts_good_output(tmp_path):
     assert not (tmp_path / "run/ingest.partial/manifest.json").exists()
 
 
+@pytest.mark.slow  # trains until a checkpoint exists, then kills (86 s measured under load)
 def test_killed_stage_is_not_taken_as_complete(tmp_path):
     lines = "".join(f"Frage {i}.#Antwort {i} ist lang genug, um etwas zu lernen.\n" for i in range(40))
     p, _ = _recipe(tmp_path, lines)
