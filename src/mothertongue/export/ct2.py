@@ -1,0 +1,121 @@
+"""The CTranslate2 export: the merged model converted for fast CPU (and GPU) inference.
+
+    mothertongue export runs/quickstart --format merged,ct2 --ct2-quantization int8
+
+CTranslate2's TransformersConverter writes `RUN/export/ct2-QUANTIZATION` with the tokenizer files
+copied next to the weights; the folder is loaded with `ctranslate2.Generator` and made to
+generate next to the merged model (verify.compare).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from mothertongue.export.base import Exporter, Job
+from mothertongue.export.verify import CT2Generator, HFGenerator, Reference, compare, require
+from mothertongue.languages import greeting
+from mothertongue.runs import RunDir
+
+# Copied next to the converted weights, so the folder stands alone.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "chat_template.jinja",
+    RunDir.TEMPLATE_INFO,
+    "generation_config.json",
+)
+QUANTIZATIONS = (
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+    "float32",
+    "none",
+)
+
+
+class CT2Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    quantization: str = "int8"  # CTranslate2 weight type, or none (as saved)
+
+
+class CT2Exporter(Exporter):
+    """CTranslate2 Generator folder (int8 by default) with the tokenizer next to it."""
+
+    name = "ct2"
+    Options = CT2Options
+
+    def check(self, job: Job) -> None:
+        from mothertongue.runs import StageError
+
+        if self.opts.quantization not in QUANTIZATIONS:
+            raise StageError(
+                f"unknown --ct2-quantization {self.opts.quantization!r}; choose from "
+                f"{', '.join(QUANTIZATIONS)}"
+            )
+
+    def target(self, out: Path) -> Path:
+        return out / f"ct2-{self.opts.quantization}"
+
+    def export(self, job: Job) -> dict:
+        return to_ctranslate2(
+            job.merged_dir, self.target(job.out), self.opts.quantization, prompts=job.prompts
+        )
+
+    def summary(self, report: dict) -> str:
+        return (
+            f"ctranslate2 -> {report['path']} (greedy replies same as tuned: {report['same_greedy_output']}; "
+            f"16 forced tokens same: {report['same_forced_tokens']})"
+        )
+
+
+def to_ctranslate2(
+    merged_dir: Path,
+    out_dir: Path,
+    quantization: str = "int8",
+    max_new_tokens: int = 32,
+    prompts: list[list[dict]] | None = None,
+) -> dict:
+    """Convert the merged model with CTranslate2's TransformersConverter and generate with it."""
+    import ctranslate2
+    from ctranslate2.converters import TransformersConverter
+    from transformers import AutoModelForCausalLM
+
+    from mothertongue.export.base import load_tokenizer
+    from mothertongue.models import read_template_info, stop_token_ids
+
+    merged_dir, out_dir = Path(merged_dir), Path(out_dir)
+    ref_tok = load_tokenizer(merged_dir)
+    copy = [f for f in TOKENIZER_FILES if (merged_dir / f).exists()]
+    TransformersConverter(str(merged_dir), copy_files=copy).convert(
+        str(out_dir), quantization=None if quantization == "none" else quantization, force=True
+    )
+
+    tok = load_tokenizer(out_dir)
+    stop_ids = stop_token_ids(tok, read_template_info(merged_dir).get("end_of_turn"))
+    prompts = prompts or [
+        [
+            {
+                "role": "user",
+                "content": greeting(read_template_info(merged_dir).get("language") or "en"),
+            }
+        ]
+    ]
+    hf = AutoModelForCausalLM.from_pretrained(merged_dir, use_safetensors=True).eval()
+    ref = Reference.of(HFGenerator(hf, ref_tok, stop_ids), prompts, max_new_tokens)
+    gen = ctranslate2.Generator(str(out_dir), device="cpu")
+    report = {
+        "format": "ct2",
+        "path": str(out_dir),
+        "quantization": quantization,
+        **compare(ref, CT2Generator(gen, tok, stop_ids)),
+    }
+    require(report, f"the CTranslate2 {quantization} export at {out_dir}", exact=False)
+    return report
