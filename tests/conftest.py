@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -67,3 +68,17 @@ def tiny_tokenizer():
     tok = train_tiny_tokenizer(texts, 400, t.special_tokens)
     templates.install(t, tok)
     return tok
+
+
+@pytest.fixture(scope="session")
+def lora_run(quickstart_run, tmp_path_factory):
+    """(Export tests) A LoRA run on top of the quickstart's tuned model (a local-path base that already answers
+    German), so adapter-on-base replies are real sentences, not an empty end-of-turn."""
+    root = tmp_path_factory.mktemp("lora")
+    base = root / "base"
+    shutil.copytree(quickstart_run / "train" / "model", base)
+    run_dir = root / "run"
+    run_recipe(REPO / "recipes" / "quickstart.yaml", [
+        f"run_dir={run_dir}", f"base_model={base}", "train.adapter=lora", "train.epochs=2",
+        "train.learning_rate=0.01", "evaluate.enabled=false"])
+    return run_dir

@@ -10,21 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, SHARED_MODELS, run_recipe
-
-
-@pytest.fixture(scope="module")
-def lora_run(quickstart_run, tmp_path_factory):
-    """A LoRA run on top of the quickstart's tuned model (a local-path base that already answers
-    German), so adapter-on-base replies are real sentences, not an empty end-of-turn."""
-    root = tmp_path_factory.mktemp("lora")
-    base = root / "base"
-    shutil.copytree(quickstart_run / "train" / "model", base)
-    run_dir = root / "run"
-    run_recipe(REPO / "recipes" / "quickstart.yaml", [
-        f"run_dir={run_dir}", f"base_model={base}", "train.adapter=lora", "train.epochs=2",
-        "train.learning_rate=0.01", "evaluate.enabled=false"])
-    return run_dir
+from helpers import SHARED_MODELS
 
 
 @pytest.fixture(scope="module")

@@ -244,22 +244,24 @@ def serve(
 @app.command()
 def export(
     run_dir: str = typer.Argument(..., help="A finished run directory."),
-    fmt: str = typer.Option("merged", "--format", help="Comma-separated: merged, gguf, ct2."),
+    fmt: str = typer.Option("merged", "--format", help="Comma-separated: merged, gguf, ct2, gptq, awq (`mothertongue ls exporters`)."),
     out: str = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/export)."),
     gguf_type: str = typer.Option("q8_0", "--gguf-type", help="GGUF type: f32, f16, bf16, q8_0, or q4_k_m etc."),
     llama_cpp: str = typer.Option(None, "--llama-cpp", envvar="LLAMA_CPP_DIR",
                                   help="llama.cpp checkout with convert_hf_to_gguf.py (for gguf); without one, the converter is fetched once from the llama-cpp-python sdist on PyPI."),
     ct2_quantization: str = typer.Option("int8", "--ct2-quantization", help="int8, int8_float16, float16, float32, none."),
     push_to_hub: str = typer.Option(None, "--push-to-hub", help="Also upload the merged model to this hub repo."),
+    option: list[str] = typer.Option(None, "--option", "-o", help="FORMAT.KEY=VALUE for one format, e.g. gptq.group_size=64, awq.calibration_samples=512 (repeatable)."),
 ) -> None:
-    """Merge the adapter and export (safetensors, GGUF, CTranslate2); each export is verified."""
+    """Merge the adapter and export (safetensors, GGUF, CTranslate2, GPTQ, AWQ); each export is verified."""
     from mothertongue.export import export as run_export
+    from mothertongue.export import parse_options
 
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
     formats = tuple(f.strip() for f in fmt.split(",") if f.strip())
     result = run_export(Path(run_dir), Path(out) if out else None, formats, gguf_type, llama_cpp,
-                        ct2_quantization, push_to_hub, log=typer.echo)
+                        ct2_quantization, push_to_hub, log=typer.echo, options=parse_options(option or []))
     typer.echo(f"[export] report: {Path(out) if out else Path(run_dir) / 'export'}/report.json "
                f"({len(result['exports'])} exports loaded back and generated with)")
 
@@ -301,6 +303,15 @@ def ls_languages() -> None:
     for code in sorted(known_codes()):
         parts = [p for p, ok in (("phrases", lang(code) is not None), ("detector", code in detect)) if ok]
         typer.echo(f"{code:<6} {english_name(code):<16} {', '.join(parts)}")
+
+
+@ls_app.command("exporters")
+def ls_exporters() -> None:
+    """Export formats (`mothertongue export RUN --format NAME`)."""
+    from mothertongue.export import EXPORTERS
+
+    for n in EXPORTERS.names():
+        typer.echo(f"{n:<14} {EXPORTERS.doc(n)}")
 
 
 @ls_app.command("stages")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mothertongue.errors import UsageError
 from mothertongue.export.base import Exporter, Job
 from mothertongue.export.converter import LLAMA_CPP_PYTHON_VERSION, fetch_llama_cpp, find_llama_cpp
 from mothertongue.export.ct2 import to_ctranslate2
@@ -26,6 +27,7 @@ from mothertongue.registry import Registry, UnknownName
 from mothertongue.runs import RunDir, StageError, atomic_write_json
 
 __all__ = [
+    "parse_options",
     "EXPORTERS",
     "Exporter",
     "Job",
@@ -57,6 +59,17 @@ EXPORTERS.register(
     "one GGUF file, q8_0 by default (llama.cpp, Ollama); converter fetched from PyPI once",
 )
 
+EXPORTERS.register(
+    "gptq",
+    "mothertongue.export.quant:GPTQExporter",
+    "4-bit GPTQ folder (vLLM, SGLang, TGI, Transformers), calibrated on the run's target-language data; needs [quant]",
+)
+EXPORTERS.register(
+    "awq",
+    "mothertongue.export.quant:AWQExporter",
+    "4-bit AWQ folder (vLLM, SGLang, Transformers), calibrated on the run's target-language data; needs [quant]",
+)
+
 
 def probe_prompts(run_dir: Path, n: int = 3) -> list[list[dict]]:
     """Prompts to verify an export with: held-out user turns of the run when there are any."""
@@ -73,6 +86,27 @@ def probe_prompts(run_dir: Path, n: int = 3) -> list[list[dict]]:
                 if len(out) >= n:
                     return out
     return out or [[{"role": "user", "content": greeting(RunDir(Path(run_dir)).language())}]]
+
+
+def parse_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """`--option FORMAT.KEY=VALUE` strings as {format: {key: value}}; values are read as YAML
+    scalars (8 -> int, true -> bool, anything else a string)."""
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        fmt, dot, field = key.strip().partition(".")
+        if not (sep and dot and fmt and field):
+            raise UsageError(
+                f"--option {pair!r}: expected FORMAT.KEY=VALUE, e.g. gptq.group_size=64"
+            )
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value
+        out.setdefault(fmt, {})[field] = parsed
+    return out
 
 
 def load_exporter(name: str, options: dict[str, Any] | None = None) -> Exporter:
@@ -104,9 +138,13 @@ def export(
         "gguf": {"type": gguf_type, "llama_cpp": llama_cpp},
         "ct2": {"quantization": ct2_quantization},
     }
-    for name, o in (options or {}).items():
-        opts[name] = {**opts.get(name, {}), **o}
     names = ["merged", *dict.fromkeys(f for f in formats if f != "merged")]
+    for name, o in (options or {}).items():
+        if name not in names:
+            raise UsageError(
+                f"export options for {name!r}, which is not among the formats ({', '.join(names)})"
+            )
+        opts[name] = {**opts.get(name, {}), **o}
     exporters = [load_exporter(name, opts.get(name)) for name in names]
     if not RunDir(run_dir).model_info_path.exists():
         raise StageError(f"{run_dir}: no finished train stage (train/model_info.json); train first")

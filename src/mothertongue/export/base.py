@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mothertongue.errors import UsageError
 from mothertongue.runs import StageError
 
 
@@ -56,7 +57,7 @@ class Exporter:
         except ValidationError as e:
             err = e.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
-            raise StageError(f"export option {self.name}.{where}: {err['msg']}") from None
+            raise UsageError(f"export option {self.name}.{where}: {err['msg']}") from None
 
     def check(self, job: Job) -> None:
         """Fail fast (one line) when this export cannot run here."""

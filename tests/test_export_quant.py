@@ -1,0 +1,181 @@
+"""GPTQ and AWQ exports (GPTQModel, `pip install "mothertongue[quant]"`): one-line errors without the
+library or with a group size the model cannot take; on the tiny LoRA model of the export tests,
+4-bit folders that Transformers loads on the CPU, agree with the merged model at the reported
+rate, carry the perplexity pair, and were calibrated on the run's German conversations."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mothertongue.errors import UsageError
+
+NO_QUANT = "import sys; sys.modules['gptqmodel'] = None; from mothertongue.cli import main; main()"
+
+
+def _cli_without_gptqmodel(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in a process where `import gptqmodel` fails, as on a machine without the extra."""
+    return subprocess.run([sys.executable, "-c", NO_QUANT, *args], capture_output=True, text=True)
+
+
+def test_missing_library_is_one_line_naming_the_extra(quickstart_run, tmp_path):
+    proc = _cli_without_gptqmodel(
+        "export",
+        str(quickstart_run),
+        "--format",
+        "gptq",
+        "-o",
+        "gptq.group_size=64",
+        "--out",
+        str(tmp_path / "x"),
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert 'the gptq export needs gptqmodel: pip install "mothertongue[quant]"' in proc.stderr
+    assert not (tmp_path / "x" / "merged").exists(), "failed before the merge"
+
+
+def test_option_errors_are_one_line(quickstart_run, tmp_path):
+    from mothertongue.export import export, parse_options
+
+    # hidden_size 192 of the tiny model is no multiple of the default group of 128.
+    with pytest.raises(
+        UsageError,
+        match=r"awq\.group_size=128 does not divide the model's hidden_size \(192\); "
+        r"use -o awq\.group_size=64",
+    ):
+        export(quickstart_run, tmp_path, ("awq",), log=lambda m: None)
+    with pytest.raises(UsageError, match=r"export option gptq\.bits: Input should be 2, 3, 4 or 8"):
+        export(
+            quickstart_run,
+            tmp_path,
+            ("gptq",),
+            options=parse_options(["gptq.bits=5"]),
+            log=lambda m: None,
+        )
+    with pytest.raises(
+        UsageError,
+        match=r"export options for 'gptq', which is not among the formats \(merged, ct2\)",
+    ):
+        export(
+            quickstart_run,
+            tmp_path,
+            ("ct2",),
+            options=parse_options(["gptq.bits=8"]),
+            log=lambda m: None,
+        )
+    with pytest.raises(UsageError, match=r"--option 'gptq\.bits': expected FORMAT\.KEY=VALUE"):
+        parse_options(["gptq.bits"])
+    assert parse_options(["gptq.bits=8", "gptq.device=cpu"]) == {
+        "gptq": {"bits": 8, "device": "cpu"}
+    }
+    assert not (tmp_path / "merged").exists()
+
+
+@pytest.fixture(scope="module")
+def quantized(lora_run, tmp_path_factory):
+    """`export --format gptq,awq -o gptq.group_size=64 -o awq.group_size=64` of the tiny LoRA run."""
+    pytest.importorskip("gptqmodel", exc_type=ImportError)
+    from mothertongue.export import export
+
+    out = tmp_path_factory.mktemp("quant")
+    opts = {"gptq": {"group_size": 64}, "awq": {"group_size": 64}}
+    return out, export(lora_run, out, ("merged", "gptq", "awq"), options=opts, log=lambda m: None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_quantized_folder_loads_and_agrees_with_the_merged_model(quantized, method):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mothertongue.generation import generate
+    from mothertongue.models import read_template_info, stop_token_ids
+
+    out, result = quantized
+    merged_rep = result["exports"][0]
+    rep = next(r for r in result["exports"] if r["format"] == method)
+    d = Path(rep["path"])
+    assert (
+        d.name == f"{method}-w4g64"
+        and json.loads((out / "report.json").read_text())["exports"][1:] == result["exports"][1:]
+    )
+    cfg = json.loads((d / "config.json").read_text())["quantization_config"]
+    assert cfg["bits"] == 4 and cfg["group_size"] == 64 and cfg["quant_method"] == method
+    assert rep["tuned"] == merged_rep["export"] and any(rep["tuned"])
+
+    # Independently of the report: Transformers loads the folder (4-bit layers, CPU kernels) and
+    # its greedy replies agree with the merged model's as often as the report says.
+    tok = AutoTokenizer.from_pretrained(d)
+    model = AutoModelForCausalLM.from_pretrained(d, device_map="cpu").eval()
+    assert not any(
+        isinstance(m, torch.nn.Linear) for n, m in model.named_modules() if "layers." in n
+    )
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
+    stop = stop_token_ids(tok, read_template_info(d).get("end_of_turn"))
+    prompts = [[{"role": "user", "content": p}] for p in rep["prompts"]]
+    mine = [r.text for r in generate(model, tok, prompts, stop, do_sample=False, max_new_tokens=32)]
+    ref = [r.text for r in generate(merged, tok, prompts, stop, do_sample=False, max_new_tokens=32)]
+    assert ref == rep["tuned"] and mine == rep["export"]
+    assert rep["prompts_matching"] == sum(a == b for a, b in zip(mine, ref, strict=True))
+    assert rep["token_agreement"] >= 0.5 and rep["prompts_matching"] >= 1, rep
+
+    # The perplexity pair on held-out German conversations, and a model card saying all this.
+    ppl = rep["perplexity"]
+    assert ppl["texts"] > 0 and ppl["source"].endswith("test.jsonl")
+    assert (
+        math.isfinite(ppl["merged"])
+        and math.isfinite(ppl["export"])
+        and ppl["export"] != ppl["merged"]
+    )
+    card = (d / "README.md").read_text()
+    assert (
+        f"{rep['calibration']['examples']} `de` conversations" in card
+        and f"{ppl['export']:.3f}" in card
+    )
+
+
+@pytest.mark.slow
+def test_calibration_is_the_runs_target_language(quantized, lora_run):
+    from mothertongue.text.langid import LangId
+
+    _, result = quantized
+    rep = next(r for r in result["exports"] if r["format"] == "gptq")
+    rows = [
+        json.loads(line)
+        for line in (Path(rep["path"]) / "calibration.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == rep["calibration"]["examples"] > 0 and rep["calibration"]["lang"] == "de"
+    assert {r["lang"] for r in rows} == {"de"}
+    train_ids = {
+        json.loads(line)["id"]
+        for line in (lora_run / "ingest" / "train.jsonl").read_text().splitlines()
+    }
+    assert {r["id"] for r in rows} <= train_ids, (
+        "calibrated on training conversations, not held-out ones"
+    )
+    langid = LangId(["de", "en", "fr", "es", "it", "nl"])
+    detected = [langid.detect(r["text"])[0] for r in rows]
+    assert detected.count("de") >= 0.9 * len(rows), detected
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_vllm_serves_the_quantized_folders(quantized):
+    vllm = pytest.importorskip("vllm")
+    _, result = quantized
+    for rep in result["exports"][1:]:
+        llm = vllm.LLM(model=rep["path"], max_model_len=256)
+        got = llm.chat(
+            [[{"role": "user", "content": p}] for p in rep["prompts"]],
+            vllm.SamplingParams(temperature=0, max_tokens=32),
+        )
+        replies = [g.outputs[0].text.strip() for g in got]
+        assert (
+            any(replies) and sum(a == b for a, b in zip(replies, rep["export"], strict=True)) >= 1
+        ), replies
