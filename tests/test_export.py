@@ -29,6 +29,7 @@ def _logits(model, tokenizer, text):
         return model(**ids).logits
 
 
+@pytest.mark.slow
 def test_merged_equals_adapter_on_base(lora_run, exported):
     import torch
     from transformers import AutoModelForCausalLM
@@ -53,6 +54,7 @@ def test_merged_equals_adapter_on_base(lora_run, exported):
     assert not any(k for k in merged.state_dict() if "lora" in k)
 
 
+@pytest.mark.slow
 def test_merged_folder_is_what_vllm_serves(lora_run, exported):
     """`vllm serve DIR` needs config + safetensors + tokenizer with the chat template, and a
     generation config that stops at the end-of-turn token; the prompt it renders must be ours."""
@@ -73,6 +75,7 @@ def test_merged_folder_is_what_vllm_serves(lora_run, exported):
     assert render[run_tok] == render[exp_tok]
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 def test_vllm_serves_merged_model(exported):
     vllm = pytest.importorskip("vllm")
@@ -83,6 +86,7 @@ def test_vllm_serves_merged_model(exported):
     assert got[0].outputs[0].text.strip() == result["exports"][0]["tuned"][0]
 
 
+@pytest.mark.slow
 def test_ctranslate2_export_generates_the_same(exported):
     import ctranslate2
 
@@ -104,6 +108,7 @@ def test_ctranslate2_export_generates_the_same(exported):
     assert tok.decode(res[0].sequences_ids[0], skip_special_tokens=True).strip() == ct2["tuned"][0]
 
 
+@pytest.mark.slow
 def test_ctranslate2_int8(exported, tmp_path):
     from mothertongue.export import to_ctranslate2
 
@@ -155,6 +160,7 @@ def test_failed_converter_download_is_one_line(tmp_path):
     assert "\n" not in str(e.value) and not (tmp_path / "cache" / "llama.cpp-0.0.1").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_fetched_converter_is_only_the_python_part(llama_cpp_dir):
     from mothertongue.export import LLAMA_CPP_PYTHON_VERSION
@@ -169,6 +175,7 @@ def test_fetched_converter_is_only_the_python_part(llama_cpp_dir):
     assert not list(llama_cpp_dir.parent.glob("*.tar.gz")), "the tarball is not kept"
 
 
+@pytest.mark.slow
 def test_pre_tokenizer_is_named_only_for_the_gpt2_byte_level_split(exported, tmp_path):
     from mothertongue.export import gguf_pre_tokenizer
 
@@ -193,6 +200,7 @@ def gguf_exported(lora_run, llama_cpp_dir, tmp_path_factory):
     return out, result, logs
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_gguf_f16_loaded_back_generates_like_the_merged_model(gguf_exported):
     import gguf
@@ -237,6 +245,7 @@ def test_gguf_f16_loaded_back_generates_like_the_merged_model(gguf_exported):
         assert rep["llama_cpp"]["same_token_ids"] and any(rep["llama_cpp"]["export"]), rep["llama_cpp"]
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_gguf_q8_0_mostly_agrees(lora_run, gguf_exported, llama_cpp_dir, tmp_path):
     import gguf
@@ -267,6 +276,7 @@ def test_gguf_q8_0_mostly_agrees(lora_run, gguf_exported, llama_cpp_dir, tmp_pat
     assert 0 < d < 1.0, d
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_gguf_unknown_tokenizer_is_a_one_line_error(gguf_exported, llama_cpp_dir, tmp_path):
     """A BPE tokenizer that is neither published (hash) nor the GPT-2 byte-level split is refused."""
@@ -283,6 +293,7 @@ def test_gguf_unknown_tokenizer_is_a_one_line_error(gguf_exported, llama_cpp_dir
     assert "\n" not in str(e.value) and not (tmp_path / "x.gguf").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.network
 @pytest.mark.real_models
 @pytest.mark.parametrize("qtype", ["q8_0", "f32"])

@@ -53,6 +53,7 @@ PROMPTS = [
 ]
 
 
+@pytest.mark.slow
 def test_compare_and_require_tell_a_copy_from_another_model(two_models):
     from mothertongue.export.verify import FORCED_TOKENS, Reference, compare, require
 
@@ -76,6 +77,7 @@ def test_compare_and_require_tell_a_copy_from_another_model(two_models):
         require(other, "another model", exact=False)
 
 
+@pytest.mark.slow
 def test_ctranslate2_generator_reports_the_same_keys(two_models, tmp_path):
     """One compare for every runtime: CTranslate2 float32 of model a equals a, token by token."""
     import ctranslate2
