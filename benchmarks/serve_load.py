@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import sys
 import threading
@@ -35,15 +34,12 @@ def percentile(xs: list[float], q: float) -> float:
 
 
 def start_server(run_dir: Path, max_batch_size: int):
-    import uvicorn
-
     from mothertongue.config import ServeConfig
-    from mothertongue.serve import build_engine, create_app
+    from mothertongue.serve import bind, build_engine, create_app, uvicorn_server
 
     engine = build_engine(run_dir, cfg=ServeConfig(max_batch_size=max_batch_size, max_queue=4096))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(engine), log_level="warning", access_log=False))
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn_server(create_app(engine), engine.cfg)  # as `mothertongue serve` runs it
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
     while not server.started:
         time.sleep(0.05)

@@ -74,7 +74,7 @@ def test_presets_beam_and_sample(session):
 
 def test_style_uses_the_build_stage_wording(session):
     """Chat asks for a style in the same words the build stage trains with (target language)."""
-    from mothertongue.mix import system_for
+    from mothertongue.prompts import system_for
 
     session.system = "Sei hilfsbereit."
     session.style = "pirate"
@@ -167,3 +167,80 @@ def test_prompts_from_stdin_and_prompt_option(quickstart_run, session):
     one = subprocess.run(cmd + ["--prompt", "-"], input="Sag hallo.\n", capture_output=True, text=True,
                          env=_env(), timeout=180)
     assert one.returncode == 0 and one.stdout.strip() == a
+
+
+class _Terminal:
+    """Input that says it is a terminal, so the REPL shows its prompts (and streams)."""
+
+    def __init__(self, lines: str):
+        self.lines = iter(lines.splitlines(keepends=True))
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self) -> str:
+        return next(self.lines, "")
+
+
+@pytest.mark.parametrize("language, shown", [("de", "du> "), ("en", "you> "), ("fr", "toi> "), ("xx", "you> ")])
+def test_repl_prompt_speaks_the_runs_language(session, language, shown):
+    import io
+
+    from mothertongue.chat import repl
+
+    out, was = io.StringIO(), session.language
+    session.language = language
+    try:
+        repl(session, _Terminal("/reset\n/quit\n"), out)
+    finally:
+        session.language = was
+    lines = out.getvalue().splitlines()
+    assert lines[1] == f"{shown}(conversation reset)" and lines[2] == shown
+
+
+def _run_with_model_code(quickstart_run, dest: Path) -> Path:
+    """A copy of the quickstart run whose model folder ships its own Python code (auto_map), and
+    whose model_info.json says trust_remote_code: true. The code leaves a marker file when run."""
+    import shutil
+
+    run = shutil.copytree(quickstart_run, dest)
+    info = run / "train" / "model_info.json"
+    info.write_text(json.dumps({**json.loads(info.read_text()), "trust_remote_code": True}))
+    model = run / "train" / "model"
+    (model / "marked_llama.py").write_text(
+        "import os\nfrom pathlib import Path\n\nfrom transformers import LlamaForCausalLM\n\n"
+        "Path(os.environ['MT_MARKER']).write_text('the model folder ran its code')\n\n\n"
+        "class MarkedLlama(LlamaForCausalLM):\n    pass\n")
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "marked_llama.MarkedLlama"}
+    (model / "config.json").write_text(json.dumps(config))
+    return run
+
+
+@pytest.mark.slow
+def test_trust_remote_code_flag_runs_the_model_code(quickstart_run, session, tmp_path):
+    """model_info.json saying trust_remote_code does not run the folder's code (models.load_model,
+    tested in test_models); the user's --trust-remote-code does (cached in a temporary HF_MODULES_CACHE)."""
+    run = _run_with_model_code(quickstart_run, tmp_path / "run")
+    session.reset()
+    want = session.reply("Sag hallo.").text
+    session.reset()
+    env = {**_env(), "MT_MARKER": str(tmp_path / "marker"), "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    out = subprocess.run([sys.executable, "-m", "mothertongue", "chat", str(run), "--prompt", "Sag hallo.",
+                          "--trust-remote-code"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == want
+    assert (tmp_path / "marker").read_text() == "the model folder ran its code"
+
+
+def test_with_system_puts_the_prompt_first_once():
+    """The one rule build, evaluate, chat and serve share."""
+    from mothertongue.prompts import split_system, with_system
+
+    user = [{"role": "user", "content": "Hallo"}]
+    own = [{"role": "system", "content": "Sei kurz."}, *user]
+    assert with_system(user, "Sei nett.") == [{"role": "system", "content": "Sei nett."}, *user]
+    assert with_system(own, "Sei nett.") == own, "a conversation's own system prompt wins"
+    assert with_system(user, None) == with_system(user, "") == user
+    assert with_system(user, "Sei nett.") is not user and user == [{"role": "user", "content": "Hallo"}]
+    assert split_system(own) == ("Sei kurz.", user) and split_system(user) == (None, user)

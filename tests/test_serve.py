@@ -23,15 +23,11 @@ PROMPTS = {
 
 
 def _start(engine, api_key=None):
-    import uvicorn
+    from mothertongue.serve import bind, create_app, uvicorn_server
 
-    from mothertongue.serve import create_app
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, api_key), log_level="warning", access_log=False))
+    server = uvicorn_server(create_app(engine, api_key), engine.cfg)  # as `mothertongue serve` runs it
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -155,7 +151,18 @@ def test_official_openai_client(server, expected):
     (b'{"messages": [{"role": "assistant", "content": "x"}]}', 400, "last message"),
     (b'{"messages": [{"role": "user", "content": "x"}], "n": 3}', 400, "n"),
     (b'{"messages": [{"role": "user", "content": "x"}], "stop": ["."]}', 400, "stop"),
-])
+    (b'{"messages": [{"role": "user", "content": "x"}], "stream": true, "stream_options": "yes"}', 400,
+     "stream_options"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "stream_options": [1]}', 400, "stream_options"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "seed": 9223372036854775808}', 400, "seed"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "seed": 99999999999999999999999}', 400, "seed"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "seed": -9223372036854775809}', 400, "seed"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400,
+     "nested deeper"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "x": ' + b'{"a": ' * 40 + b"1" + b"}" * 40 + b"}", 400,
+     "nested deeper"),
+    (b"[" * 5000, 400, "nested deeper"),
+], ids=lambda v: v[:60].decode() if isinstance(v, bytes) else str(v))
 def test_bad_requests_get_4xx_json_and_server_keeps_serving(server, expected, body, status, words):
     r = httpx.post(f"{server}/v1/chat/completions", content=body, timeout=30,
                    headers={"content-type": "application/json"})
@@ -242,16 +249,139 @@ def test_sampling_with_seed_is_repeatable(server):
     b = _chat(server, "Nenne drei Farben.", **kw)
     assert a.status_code == b.status_code == 200
     assert a.json()["choices"][0]["message"]["content"] == b.json()["choices"][0]["message"]["content"]
+    for seed in (2**63 - 1, -(2**63)):  # the ends of OpenAI's int64 range are served, repeatably
+        c, d = (_chat(server, "Nenne drei Farben.", **{**kw, "seed": seed}) for _ in range(2))
+        assert c.status_code == d.status_code == 200, c.text
+        assert c.json()["choices"][0]["message"]["content"] == d.json()["choices"][0]["message"]["content"]
 
 
 def test_style_extension_sets_the_system_prompt(server, engine):
-    from mothertongue.chat import style_system
+    from mothertongue.prompts import style_system_prompt
 
     plain = _chat(server, "Sag hallo.").json()["usage"]["prompt_tokens"]
     styled = _chat(server, "Sag hallo.", style="pirate")
     assert styled.status_code == 200
     want = engine.messages_for([{"role": "user", "content": "Sag hallo."}], "pirate")
-    assert want[0] == {"role": "system", "content": style_system("de", "pirate", engine.system)}
+    assert want[0] == {"role": "system", "content": style_system_prompt("de", "pirate", engine.system)}
     from mothertongue.generation import prompt_ids
 
     assert styled.json()["usage"]["prompt_tokens"] == len(prompt_ids(engine.tokenizer, want)) != plain
+
+
+def _engine_with(engine, **cfg):
+    """Another Engine on the same loaded model, with other serve settings."""
+    from mothertongue.serve import Engine
+
+    return Engine(engine.model, engine.tokenizer, engine.stop_ids, engine.chat_cfg,
+                  engine.cfg.model_copy(update=cfg), engine.name, engine.system, engine.language)
+
+
+@pytest.mark.slow
+def test_health_stays_fast_while_large_prompts_are_rendered(engine):
+    """Rendering and tokenizing a large prompt takes a while; it must not block the event loop,
+    so /health (and every other client) is answered meanwhile."""
+    big = _engine_with(engine, max_request_bytes=10_000_000, request_timeout=120)
+    srv, thread, url = _start(big)
+    body = {"messages": [{"role": "user", "content": "Nenne drei Farben und Tiere. " * 20_000}]}
+    try:
+        t0 = time.perf_counter()
+        alone = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+        t_alone = time.perf_counter() - t0
+        assert alone.json()["error"]["code"] == "context_length_exceeded"
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(httpx.post, f"{url}/v1/chat/completions", json=body, timeout=300)
+                       for _ in range(4)]
+            latencies = []
+            time.sleep(0.1)
+            while not all(f.done() for f in futures):
+                t = time.perf_counter()
+                assert httpx.get(f"{url}/health", timeout=60).status_code == 200
+                latencies.append(time.perf_counter() - t)
+                time.sleep(0.05)
+            assert all(f.result().status_code == 400 for f in futures)
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+    assert len(latencies) >= 3, f"requests were in flight only briefly ({t_alone:.2f} s alone)"
+    # Blocked, /health would wait for at least one whole rendering (t_alone, over a second here);
+    # off the loop it waits only for CPU time: ~10 ms on a quiet machine, ~0.6 s at load 20 on 2 cores.
+    assert t_alone > 0.5, f"the large request must be slow enough to show a blocked loop ({t_alone:.2f} s)"
+    assert max(latencies) < t_alone / 2, (max(latencies), t_alone)
+
+
+def _trickle_headers(sock: socket.socket) -> tuple[bytes, float]:
+    """Send a request's header lines one every 0.25 s, never finishing; (what came back, when)."""
+    t0, got = time.perf_counter(), b""
+    sock.sendall(b"GET /health HTTP/1.1\r\n")
+    for i in range(20):
+        try:
+            sock.sendall(f"x-slow-{i}: y\r\n".encode())
+        except OSError:
+            break
+        time.sleep(0.25)
+        sock.settimeout(0.01)
+        try:
+            chunk = sock.recv(1024)
+        except TimeoutError:
+            continue
+        got += chunk
+        if not chunk or b"408" in got:
+            break
+    return got, time.perf_counter() - t0
+
+
+def test_slow_headers_and_body_are_cut_off(engine):
+    """A client that sends its request headers slowly (slowloris) is answered 408 and closed
+    after serve.request_timeout, on a new connection and on a kept-alive one; a body that never
+    finishes arriving gets 408 too; other clients are served meanwhile."""
+    quick = _engine_with(engine, request_timeout=1.0)
+    srv, thread, url = _start(quick)
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            got, after = _trickle_headers(slow)
+        assert got.startswith(b"HTTP/1.1 408"), got
+        assert 0.8 < after < 3.0, after
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as kept:
+            kept.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert kept.recv(4096).startswith(b"HTTP/1.1 200")
+            time.sleep(0.5)
+            got, after = _trickle_headers(kept)  # the next request on it has its own deadline
+        assert got.startswith(b"HTTP/1.1 408") and 0.3 < after < 3.0, (got, after)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as body:
+            body.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                         b"content-length: 100\r\n\r\n{\"messages\": ")
+            t0 = time.perf_counter()
+            answer = body.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer, answer
+        assert 0.8 < time.perf_counter() - t0 < 3.0
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+def _cli(*args: str, timeout: int = 120):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src), "MT_DEBUG": ""}
+    return subprocess.run([sys.executable, "-m", "mothertongue", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def test_busy_port_and_bad_port_fail_in_one_line(quickstart_run):
+    holder = socket.create_server(("127.0.0.1", 0))
+    try:
+        busy = _cli("serve", str(quickstart_run), "--port", str(holder.getsockname()[1]))
+    finally:
+        holder.close()
+    assert busy.returncode == 2, busy.stderr
+    assert "serving" not in busy.stdout
+    assert busy.stderr.strip().count("\n") == 0 and "cannot listen on 127.0.0.1:" in busy.stderr
+    bad = _cli("serve", str(quickstart_run), "--port", "99999")
+    assert bad.returncode == 2 and "serving" not in bad.stdout
+    assert bad.stderr.strip() == "error: --port must be between 0 and 65535, got 99999"

@@ -33,6 +33,7 @@ from mothertongue.conversation import (
     write_jsonl,
 )
 from mothertongue.models import TINY, load_tokenizer, train_tiny_tokenizer
+from mothertongue.prompts import base_system_prompt, system_for, with_system
 from mothertongue.runs import RunDir, atomic_write_json
 
 IGNORE = -100
@@ -56,9 +57,7 @@ def to_messages(conv: Conversation, system_prompt: str | None) -> list[dict]:
         elif m.role == "tool" and pending:
             d["tool_call_id"] = pending.pop(0)
         msgs.append(d)
-    if system_prompt and msgs[0]["role"] != "system":
-        msgs.insert(0, {"role": "system", "content": system_prompt})
-    return msgs
+    return with_system(msgs, system_prompt)
 
 
 def _call_id(conv_id: str, message: int, call: int) -> str:
@@ -206,7 +205,7 @@ def build_rows(tokenizer, items: list[Item], recipe: Recipe, counts: Counter) ->
 
 
 def conversation_items(convs: list[Conversation], recipe: Recipe) -> list[Item]:
-    return [(c.id, to_messages(c, mix.system_for(c.id, c.tags, recipe.build, recipe.language)), c.tools)
+    return [(c.id, to_messages(c, system_for(c.id, c.tags, recipe.build, recipe.language)), c.tools)
             for c in convs]
 
 
@@ -220,8 +219,8 @@ def mix_items(recipe: Recipe, run: RunDir, instr: list[Item]) -> tuple[dict[str,
         tasks = []
         for i, row in enumerate(mix.read_parallel(parallel_path)):
             for d, msgs in enumerate(mix.translation_tasks(row, lang, rng)):
-                sp = mix.base_system_prompt(cfg, lang, f"tr{i}-{d}")
-                tasks.append((f"translation-{i}-{d}", ([{"role": "system", "content": sp}] if sp else []) + msgs, None))
+                sp = base_system_prompt(cfg, lang, f"tr{i}-{d}")
+                tasks.append((f"translation-{i}-{d}", with_system(msgs, sp), None))
         pools["translation"] = tasks
     raw_text: list[str] = []
     chunks = mix.native_chunks(recipe) if cfg.native else []
@@ -232,8 +231,8 @@ def mix_items(recipe: Recipe, run: RunDir, instr: list[Item]) -> tuple[dict[str,
         for i, piece in enumerate(chunks):
             msgs = mix.continue_task(piece, lang)
             if msgs:
-                sp = mix.base_system_prompt(cfg, lang, f"nat{i}")
-                tasks.append((f"native-{i}", ([{"role": "system", "content": sp}] if sp else []) + msgs, None))
+                sp = base_system_prompt(cfg, lang, f"nat{i}")
+                tasks.append((f"native-{i}", with_system(msgs, sp), None))
         pools["native"] = tasks
     weights = cfg.mix.model_dump()
     sizes = mix.plan({k: len(v) for k, v in pools.items()}, weights)
@@ -279,7 +278,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     tok_dir = out / "tokenizer"
     tokenizer.save_pretrained(tok_dir)
     info = {"template": tmpl.name, "end_of_turn": tmpl.end_of_turn, "language": recipe.language,
-            "system_prompt": mix.base_system_prompt(recipe.build, recipe.language), "styles": recipe.build.styles}
+            "system_prompt": base_system_prompt(recipe.build, recipe.language), "styles": recipe.build.styles}
     (tok_dir / RunDir.TEMPLATE_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False))
     n_tokens = sum(len(r["input_ids"]) for r in train_rows)
     n_trained = sum(sum(1 for x in r["labels"] if x != IGNORE) for r in train_rows)
@@ -322,10 +321,8 @@ def write_preferences(recipe: Recipe, data: Path, out: Path) -> dict[str, int]:
     pairs = read_pairs(src) if src.exists() else []
     rows: dict[str, list] = {s: [] for s in SPLITS}
     for p in pairs:
-        prompt = [{"role": m.role, "content": m.content} for m in p.prompt]
-        sp = mix.system_for(p.id, [], recipe.build, recipe.language)
-        if sp and prompt[0]["role"] != "system":
-            prompt.insert(0, {"role": "system", "content": sp})
+        sp = system_for(p.id, [], recipe.build, recipe.language)
+        prompt = with_system([{"role": m.role, "content": m.content} for m in p.prompt], sp)
         split = split_of(p, recipe.ingest.dev_fraction, recipe.ingest.test_fraction)
         rows[split].append({"id": p.id, "prompt": prompt, "chosen": p.chosen, "rejected": p.rejected})
     write_jsonl(out / "preference.jsonl", rows["train"])

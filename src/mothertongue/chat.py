@@ -19,23 +19,18 @@ from pathlib import Path
 
 from mothertongue.languages import you_prompt
 from mothertongue.models import WHICH, load_model  # noqa: F401  (chat.load_model: older import path)
+from mothertongue.prompts import style_system_prompt, with_system
 
 HELP = ("commands: /reset  /system TEXT  /style NAME  /preset greedy|beam|sample  /save FILE  "
         "/load FILE  /help  /quit   (empty line does nothing)")
 
 
-def style_system(language: str, style: str | None, base_system: str | None, custom: dict | None = None) -> str | None:
-    """The system prompt for a style tag, in the same words the build stage trained with."""
-    from mothertongue.mix import style_system_prompt
-
-    return style_system_prompt(language, style, base_system, custom)
-
-
 class ChatSession:
     def __init__(self, run_dir: Path, which: str = "tuned", preset: str | None = None,
                  system: str | None = None, max_new_tokens: int | None = None,
-                 style: str | None = None):
-        self.model, self.tokenizer, self.stop_ids, info = load_model(Path(run_dir), which)
+                 style: str | None = None, trust_remote_code: bool = False):
+        # trust_remote_code is the user's flag only; nothing in the run folder can turn it on.
+        self.model, self.tokenizer, self.stop_ids, info = load_model(Path(run_dir), which, trust_remote_code)
         self.recipe = info.recipe
         self.chat_cfg = self.recipe.chat if self.recipe else None
         self.language = info.language
@@ -55,12 +50,10 @@ class ChatSession:
 
     @property
     def system_prompt(self) -> str | None:
-        return style_system(self.language, self.style, self.system, self.custom_styles)
+        return style_system_prompt(self.language, self.style, self.system, self.custom_styles)
 
     def messages(self, user: str) -> list[dict]:
-        sp = self.system_prompt
-        sys_msg = [{"role": "system", "content": sp}] if sp else []
-        return sys_msg + self.history + [{"role": "user", "content": user}]
+        return with_system([*self.history, {"role": "user", "content": user}], self.system_prompt)
 
     def reply(self, user: str, stream: bool = False, on_text=None):
         """Answer `user` in the running conversation. With `stream`, pieces of text go to

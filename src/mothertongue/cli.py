@@ -30,6 +30,8 @@ app.add_typer(ls_app, name="ls")
 RECIPE = typer.Argument(..., help="Recipe YAML file.")
 OVERRIDES = typer.Argument(None, help="Overrides like train.epochs=3 build.template=chatml.")
 FORCE = typer.Option(False, "--force", help="Redo the stage even if nothing changed.")
+TRUST_REMOTE_CODE = typer.Option(False, "--trust-remote-code",
+                                 help="Run the model's own Python code (only for models you trust; a run folder never turns this on).")
 
 
 def _recipe(path: str, overrides: list[str] | None):
@@ -199,6 +201,7 @@ def chat(
     base: bool = typer.Option(False, "--base", help="Talk to the untuned base model instead."),
     merged: bool = typer.Option(False, "--merged", help="Merge the LoRA adapter into the base first."),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Longest reply in tokens."),
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
 ) -> None:
     """Talk to a tuned model: a multi-turn REPL, one answer with --prompt, or prompts piped on stdin."""
     from mothertongue.chat import ChatSession, repl
@@ -211,7 +214,8 @@ def chat(
     if preset is not None:
         generation_kwargs(preset)  # an unknown preset fails here, before the model loads
     which = "base" if base else "merged" if merged else "tuned"
-    session = ChatSession(Path(run_dir), which, preset, system, max_new_tokens, style=style)
+    session = ChatSession(Path(run_dir), which, preset, system, max_new_tokens, style=style,
+                          trust_remote_code=trust_remote_code)
     if prompt is not None:
         text = sys.stdin.read().strip() if prompt == "-" else prompt
         rep = session.reply(text)
@@ -230,6 +234,7 @@ def serve(
     name: str = typer.Option(None, "--name", help="Model id reported by the API (default: the run name)."),
     base: bool = typer.Option(False, "--base", help="Serve the untuned base model instead."),
     merged: bool = typer.Option(False, "--merged", help="Merge the LoRA adapter into the base first."),
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
 ) -> None:
     """Serve a tuned model behind an OpenAI-compatible API (POST /v1/chat/completions)."""
     from mothertongue.serve import serve as run_server
@@ -238,7 +243,8 @@ def serve(
         raise FileNotFoundError(f"run directory not found: {run_dir}")
     if port is not None and not 0 <= port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {port}")
-    run_server(Path(run_dir), "base" if base else "merged" if merged else "tuned", host, port, api_key, name)
+    run_server(Path(run_dir), "base" if base else "merged" if merged else "tuned", host, port, api_key, name,
+               trust_remote_code=trust_remote_code)
 
 
 @app.command()

@@ -326,6 +326,9 @@ class ServeConfig(Strict):
     max_prompt_tokens: int | None = Field(None, gt=0, description="Longest prompt; default: what fits the context.")
     max_batch_size: int = Field(8, gt=0, description="Queued requests with equal settings (streamed or not) answered in one batch.")
     max_queue: int = Field(256, gt=0, description="Requests waiting at once; more get HTTP 503.")
+    request_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a request's headers, and again its body; slower gets HTTP 408."
+    )
 
 
 class Recipe(Strict):

@@ -33,15 +33,14 @@ from mothertongue.metrics.suites import (
     read_texts,
     shipped_suites,
 )
+from mothertongue.prompts import base_system_prompt, with_system
 from mothertongue.runs import RunDir, StageError, atomic_write_json
 
 REFERENCE_SETS = ("held-out", "train")
 
 
 def _item(conv: Conversation, system_prompt: str | None) -> Item:
-    msgs = [{"role": m.role, "content": m.content} for m in conv.messages]
-    if system_prompt and msgs[0]["role"] != "system":
-        msgs.insert(0, {"role": "system", "content": system_prompt})
+    msgs = with_system([{"role": m.role, "content": m.content} for m in conv.messages], system_prompt)
     return Item(conv.id, msgs[:-1], msgs[-1]["content"], conv.lang)
 
 
@@ -56,7 +55,6 @@ def suites_for(recipe: Recipe) -> list[str]:
 def build_sets(recipe: Recipe, run: RunDir) -> tuple[dict[str, list[Item]], list[str], dict]:
     """The prompts both models answer, by set; the held-out texts for perplexity; set metadata."""
     from mothertongue.metrics.fidelity import language_name
-    from mothertongue.mix import base_system_prompt
 
     # The system prompt the model was trained with ("auto" resolves to the language's own).
     cfg, sys_prompt = recipe.evaluate, base_system_prompt(recipe.build, recipe.language)
@@ -74,7 +72,7 @@ def build_sets(recipe: Recipe, run: RunDir) -> tuple[dict[str, list[Item]], list
         name, items = load_suite(spec, base_dir)
         items = items[: cfg.suite_max_prompts] if cfg.suite_max_prompts else items
         if sys_prompt:
-            items = [Item(i.id, [{"role": "system", "content": sys_prompt}, *i.messages], i.reference, i.lang, i.category) for i in items]
+            items = [Item(i.id, with_system(i.messages, sys_prompt), i.reference, i.lang, i.category) for i in items]
         sets[name] = items
         info[name] = {"kind": "suite", "source": spec}
     if cfg.parallel_file:

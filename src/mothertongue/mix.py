@@ -1,4 +1,4 @@
-"""The training mix for a language: instructions, translation tasks, native text; system prompts and styles.
+"""The training mix for a language: instructions, translation tasks, native text.
 
 As planned for German in the project's origins: (a) the translated instruction conversations,
 (b) translation tasks in both directions made from the translate stage's source/target pairs,
@@ -15,48 +15,19 @@ import re
 from pathlib import Path
 
 from mothertongue import languages
-from mothertongue.config import BuildConfig, NativeSourceConfig, Recipe
-from mothertongue.conversation import DataError, iter_jsonl, stable_bucket, write_jsonl
+from mothertongue.config import NativeSourceConfig, Recipe
+from mothertongue.conversation import DataError, iter_jsonl, write_jsonl
+
+# System prompts and style tags live in prompts.py (chat, serve and evaluate need them without
+# the mix); re-exported here for callers that still import them from mix.
+from mothertongue.prompts import (  # noqa: F401
+    STYLE_PREFIX,
+    base_system_prompt,
+    style_system_prompt,
+    style_tags,
+    system_for,
+)
 from mothertongue.text import parallel as text_parallel
-
-STYLE_PREFIX = "style:"
-
-
-def base_system_prompt(cfg: BuildConfig, language: str, key: str = "") -> str | None:
-    """The system prompt for one example: none, the user's text, or the language's own (varied by key)."""
-    sp = cfg.system_prompt
-    if sp is None or sp.strip().lower() == "none":
-        return None
-    if sp != "auto":
-        return sp
-    options = languages.system_prompts(language)
-    return options[stable_bucket(key, len(options), 'system')] if cfg.system_prompt_variants and key else options[0]
-
-
-def style_tags(tags: list[str], cfg: BuildConfig, language: str) -> list[str]:
-    """Tags that name a style: `style:NAME`, or a bare built-in/custom style name."""
-    known = set(languages.known_styles(language)) | set(cfg.styles)
-    out = []
-    for t in tags:
-        name = t[len(STYLE_PREFIX):] if t.startswith(STYLE_PREFIX) else t
-        if t.startswith(STYLE_PREFIX) or name in known:
-            out.append(name)
-    return out
-
-
-def style_system_prompt(language: str, style: str | None, base_system: str | None, custom: dict | None = None) -> str | None:
-    """System prompt with a style instruction in the target language (used by build and chat)."""
-    if not style:
-        return base_system
-    instr = languages.style_instruction(language, style, custom)
-    return f"{base_system} {instr}" if base_system else instr
-
-
-def system_for(conv_id: str, tags: list[str], cfg: BuildConfig, language: str) -> str | None:
-    sp = base_system_prompt(cfg, language, conv_id)
-    for style in style_tags(tags, cfg, language):
-        sp = style_system_prompt(language, style, sp, cfg.styles)
-    return sp
 
 
 # ------------------------------------------------------------------------- native text
