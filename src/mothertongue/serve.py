@@ -226,7 +226,7 @@ def bind(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port), family=family)
     except OSError as e:
         raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e} "
-                                "(choose another --port / --host)") from None
+                         "(choose another --port / --host)") from None
 
 
 def serve(path: Path, which: str = "tuned", host: str | None = None, port: int | None = None,
