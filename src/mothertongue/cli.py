@@ -272,6 +272,22 @@ def export(
                f"({len(result['exports'])} exports loaded back and generated with)")
 
 
+@app.command()
+def status(
+    run_dir: str = typer.Argument(..., help="A run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (for scripts)."),
+) -> None:
+    """Where a run stands: each stage's state, when it ran, how long, key counts, disk used."""
+    import json
+
+    from mothertongue.status import format_status, stage_states
+
+    if not Path(run_dir).is_dir():
+        raise UsageError(f"run directory not found: {run_dir}")
+    rows = stage_states(Path(run_dir))
+    typer.echo(json.dumps({"run_dir": run_dir, "stages": rows}, ensure_ascii=False, indent=2) if as_json else format_status(Path(run_dir), rows))
+
+
 @ls_app.command("templates")
 def ls_templates() -> None:
     """Chat templates shipped with mothertongue."""

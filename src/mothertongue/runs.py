@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 from mothertongue.config import Recipe, load_recipe, save_resolved
-from mothertongue.errors import StageError
+from mothertongue.errors import MothertongueError, StageError
 from mothertongue.registry import Registry
 
 __all__ = [
@@ -189,6 +189,7 @@ class RunDir:
     # Beside a tokenizer (build/tokenizer, train/model, an export): template, language, system prompt.
     TEMPLATE_INFO: ClassVar[str] = "mothertongue_template.json"
     RECIPE_COPY: ClassVar[str] = "mothertongue_recipe.yaml"  # beside a saved model: its recipe
+    HISTORY: ClassVar[str] = "history.jsonl"  # every stage attempt: started, ran, skipped, failed
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -196,6 +197,16 @@ class RunDir:
     @property
     def resolved_path(self) -> Path:
         return self.root / self.RESOLVED
+
+    @property
+    def history_path(self) -> Path:
+        return self.root / self.HISTORY
+
+    def note(self, stage: str, outcome: str, **fields: Any) -> None:
+        """Append one event to the run's history (read by `mothertongue status`)."""
+        event = {"stage": stage, "outcome": outcome, "at": time.strftime("%Y-%m-%d %H:%M:%S"), **fields}
+        with open(self.history_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(event, ensure_ascii=False) + "\n")
 
     @property
     def model_info_path(self) -> Path:
@@ -347,8 +358,10 @@ def run_stage(recipe: Recipe, name: str, force: bool = False,
     old = read_manifest(final)
     if old and old.get("fingerprint") == fp and not force and rundir.complete(name):
         log(f"[{name}] skipped: inputs and settings unchanged since {old.get('finished', '?')} (--force redoes it)")
-        if _is_main() and (adopted or not rundir.resolved_path.exists()):
-            rundir.save_recipe(recipe)  # finishing the interrupted commit of this very recipe
+        if _is_main():
+            if adopted or not rundir.resolved_path.exists():
+                rundir.save_recipe(recipe)  # finishing the interrupted commit of this very recipe
+            rundir.note(name, "skipped")
         return StageResult(final, True, old.get("summary") or {})
     partial = rundir.partial(name)
     meta_path = partial / ".fingerprint"
@@ -366,12 +379,17 @@ def run_stage(recipe: Recipe, name: str, force: bool = False,
     else:
         partial.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    if _is_main():
+        rundir.note(name, "started")
     try:
         summary = fn(recipe, rundir, partial) or {}
-    except BaseException:
+    except BaseException as e:
         # A failed attempt must not look like work in progress; resumable stages keep it to resume.
-        if _is_main() and not row.resumable:
-            shutil.rmtree(partial, ignore_errors=True)
+        if _is_main():
+            if not row.resumable:
+                shutil.rmtree(partial, ignore_errors=True)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            rundir.note(name, "failed", error=f"{type(e).__name__}: {first}" if not isinstance(e, MothertongueError) else first)
         raise
     if not _is_main():  # only rank 0 commits (train's other ranks stop inside the stage)
         return StageResult(partial, False, summary)
@@ -388,4 +406,6 @@ def run_stage(recipe: Recipe, name: str, force: bool = False,
     atomic_write_json(partial / MANIFEST, manifest)
     # The record of the run changes only when a stage's new output is about to replace the old.
     rundir.save_recipe(recipe)
-    return StageResult(swap_in(rundir, name), False, summary)
+    path = swap_in(rundir, name)
+    rundir.note(name, "ran", seconds=manifest["seconds"])
+    return StageResult(path, False, summary)
