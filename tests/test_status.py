@@ -70,7 +70,9 @@ def test_status_in_every_state(tmp_path):
     assert res.returncode == 0 and "partial" in res.stdout and "skipped (unchanged)" in res.stdout
     assert "checkpoint step" in res.stdout
     data = json.loads(mt("status", run_dir, "--json").stdout)
-    assert [s["stage"] for s in data["stages"]] == ["ingest", "translate", "build", "train", "evaluate"]
+    from mothertongue.runs import ORDER
+
+    assert [s["stage"] for s in data["stages"]] == ORDER
 
 
 def test_status_of_a_missing_folder_is_one_line(tmp_path):
