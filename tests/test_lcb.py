@@ -1,0 +1,78 @@
+"""LCB-style line-level fidelity on hand-written replies with known answers."""
+
+from __future__ import annotations
+
+import random
+import string
+
+import pytest
+
+from mothertongue.metrics.lcb import judgeable_lines, line_level
+
+DE = [
+    "Hallo, wie geht es dir heute?",
+    "Das ist ein ganz normaler deutscher Satz.",
+    "Morgen fahren wir mit dem Zug nach Hamburg.",
+    "Ich lese gern Bücher über die Geschichte Europas.",
+]
+EN = [
+    "I am fine, thank you very much for asking.",
+    "We will take the train to London tomorrow morning.",
+    "She likes reading books about the history of Europe.",
+]
+
+
+@pytest.fixture(scope="module")
+def detect():
+    from mothertongue.text.langid import LangId
+
+    lid = LangId(["de", "en"])
+    return lambda text: lid.detect(text)[0]
+
+
+def reference(replies, expected, detect):
+    """The benchmark's rules written out once more, independently: cut at '\\nQ:', drop
+    punctuation, keep lines of 5+ words, pass = every kept line in the expected language."""
+    judged = []
+    for r in replies:
+        r = r.split("\nQ:")[0]
+        kept = []
+        for line in r.split("\n"):
+            words = "".join(" " if ch in string.punctuation + "„“”«»–—…¿¡" else ch for ch in line).split()
+            if len(words) >= 5:
+                kept.append(" ".join(words))
+        if kept:
+            judged.append([detect(x) == expected for x in kept])
+    return {
+        "judgeable": len(judged),
+        "line_pass_rate": sum(all(j) for j in judged) / len(judged),
+        "line_accuracy": sum(sum(j) / len(j) for j in judged) / len(judged),
+    }
+
+
+def test_known_answers(detect):
+    replies = [
+        DE[0] + "\n" + EN[0],  # drifts into English on its second line: fails, half right
+        DE[1] + "\nOk, danke.",  # the short line is ignored: passes
+        "Ja.\nGut!",  # nothing of 5+ words: not judgeable
+        DE[2] + "\nQ: " + EN[1],  # the next turn is cut off: passes
+    ]
+    got = line_level(replies, "de", detect)
+    assert got["replies"] == 4 and got["judgeable"] == 3
+    assert got["line_pass_rate"] == pytest.approx(2 / 3)
+    assert got["line_accuracy"] == pytest.approx((0.5 + 1 + 1) / 3)
+    assert "word_pass_rate" not in got, "word level is defined only for non-Latin scripts"
+    assert judgeable_lines("Hallo!!! Wie - geht's, dir; heute?") == ["Hallo Wie geht s dir heute"]
+
+
+def test_matches_a_reimplementation_on_random_replies(detect):
+    rng = random.Random(0)
+    replies = ["\n".join(rng.choice(DE + EN + ["Ja.", "Gut so!"]) for _ in range(rng.randint(1, 4))) for _ in range(40)]
+    ours, ref = line_level(replies, "de", detect), reference(replies, "de", detect)
+    for k in ref:
+        assert ours[k] == pytest.approx(ref[k])
+
+
+def test_word_level_for_non_latin_scripts():
+    got = line_level(["これは日本語の文です", "これは test の文です"], "ja", lambda text: "ja")
+    assert got["word_pass_rate"] == 0.5
