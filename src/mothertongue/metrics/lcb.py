@@ -11,42 +11,46 @@ language of each remaining line. A reply passes when no judged line is in anothe
 words are not judgeable and are counted apart), **line accuracy** the mean share of a judgeable
 reply's lines in the expected language. The benchmark identifies languages with fastText's lid.176;
 here the caller's detector (lingua, through `mothertongue.text.langid`) judges, so the numbers are
-comparable in definition but not identical to a fastText run ("LCB-style"). Word-level pass rate
-(no Latin-script word in a reply whose language is written in another script) is defined only for
-non-Latin-script languages, as in the benchmark.
+comparable in definition but not identical to a fastText run ("LCB-style"). Normalisation and
+the line rules follow the benchmark's released `compute_metrics.py` (ASCII punctuation deleted, an
+em dash is a space, lines of 5+ whitespace words). Word-level pass rate is defined, as there, only
+for languages written in a non-Latin script (ar, hi, ja, ko, ru, zh): among replies whose lines all
+pass, the share with no English word. The benchmark looks words up in an English word list; here an
+"English word" is any lowercase Latin-script word of 4+ letters, which such a reply should not hold
+(it also counts other Latin-script words, so it is the stricter of the two). Lines of Chinese and
+Japanese replies are split into words by whitespace only (the benchmark uses jieba and fugashi), so
+fewer of their lines are judgeable.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 MIN_WORDS = 5
-_NEXT_TURN = re.compile(r"\nQ:")
-_LATIN_WORD = re.compile(r"\b[A-Za-z]{2,}\b")
-# Scripts of the languages the benchmark scores at word level (non-Latin scripts).
-NON_LATIN = {"ar", "hi", "ja", "ko", "ru", "zh", "he", "fa", "th", "uk", "el", "bn", "ta", "te", "ur", "zh-cn", "zh-tw"}
+_ENGLISH_WORD = re.compile(r"(?<![A-Za-z])[a-z]{4,}(?![A-Za-z])")
+WORD_LEVEL = frozenset({"ar", "hi", "ja", "ko", "ru", "zh"})  # the benchmark's non-Latin-script languages
+_DELETE = str.maketrans({**{c: None for c in string.punctuation + "\u060c"}, "\u2014": " "})
 
 
-def _strip_punctuation(text: str) -> str:
-    return "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
+def normalize(reply: str) -> str:
+    """Cut at a following turn and delete punctuation, as the benchmark does."""
+    return reply.split("\nQ:")[0].strip().translate(_DELETE)
 
 
 def judgeable_lines(reply: str) -> list[str]:
     """The lines of a reply the benchmark judges: cut at a following turn, punctuation removed,
     lines of fewer than MIN_WORDS words dropped."""
-    reply = _NEXT_TURN.split(reply, maxsplit=1)[0]
-    lines = (" ".join(_strip_punctuation(line).split()) for line in reply.splitlines())
-    return [line for line in lines if len(line.split()) >= MIN_WORDS]
+    return [line for line in normalize(reply).split("\n") if len(line.split()) >= MIN_WORDS]
 
 
 @dataclass
 class LineJudgement:
     lines: int  # judgeable lines
     correct: int  # of them, in the expected language
-    latin_words: int  # Latin-script words (word level; meaningful for non-Latin-script targets)
+    english_words: int  # in the judged lines (word level; meaningful for non-Latin-script targets)
 
     @property
     def judgeable(self) -> bool:
@@ -61,7 +65,7 @@ def judge_lines(reply: str, expected: str, detect: Callable[[str], str | None]) 
     """Judge one reply; `detect(text)` returns a language code (or None: counted as not expected)."""
     lines = judgeable_lines(reply)
     correct = sum(detect(line) == expected for line in lines)
-    return LineJudgement(len(lines), correct, len(_LATIN_WORD.findall(reply)))
+    return LineJudgement(len(lines), correct, sum(len(_ENGLISH_WORD.findall(line)) for line in lines))
 
 
 def line_level(replies: Sequence[str], expected: str | Sequence[str], detect: Callable[[str], str | None]) -> dict:
@@ -75,7 +79,7 @@ def line_level(replies: Sequence[str], expected: str | Sequence[str], detect: Ca
         "line_pass_rate": sum(j.passed for j in ok) / len(ok) if ok else None,
         "line_accuracy": sum(j.correct / j.lines for j in ok) / len(ok) if ok else None,
     }
-    word = [j for j, e in zip(judged, exp) if e in NON_LATIN]
-    if word:
-        out["word_pass_rate"] = sum(j.latin_words == 0 for j in word) / len(word)
+    word = [j for j, e in zip(judged, exp) if e in WORD_LEVEL and j.passed]
+    if any(e in WORD_LEVEL for e in exp):
+        out["word_pass_rate"] = sum(j.english_words == 0 for j in word) / len(word) if word else None
     return out
