@@ -75,3 +75,38 @@ def test_word_level_for_non_latin_scripts():
     got = line_level(ja, "ja", lambda text: "ja")
     assert got["judgeable"] == 3 and got["line_pass_rate"] == 1.0
     assert got["word_pass_rate"] == pytest.approx(1 / 3), "'test' and 'words' are English words"
+
+
+@pytest.mark.parametrize("lang,name", [("de", "German"), ("fr", "French"), ("es", "Spanish"), ("it", "Italian"), ("pt", "Portuguese"), ("ja", "Japanese")])
+def test_cross_lingual_suite_asks_for_the_run_language(lang, name, tmp_path):
+    from mothertongue.metrics.suites import load_suite
+
+    _, items = load_suite("xling", tmp_path, language=lang)
+    assert len(items) == 36 and all(it.expect == "target" and it.lang == "en" for it in items)
+    texts = [it.messages[-1]["content"] for it in items]
+    assert all(name in t and "{language}" not in t for t in texts)
+    where = {it.meta["location"] for it in items}
+    assert where == {"start", "middle", "end"}
+    assert sum(t.startswith(("Reply", "Answer", "Write in", "Respond", "Use")) for t in texts) >= 12
+
+
+def test_reads_the_benchmarks_own_csv(tmp_path):
+    from mothertongue.metrics.suites import load_suite
+
+    f = tmp_path / "de.csv"
+    f.write_text(
+        "prompt,location,phrasing,language,source\n"
+        '"Reply in German. Explain a misconception.\nTopic: AI",Start,reply in {language_requested},de,okapi\n'
+        "Explain in German how the Gini index is calculated.,Middle,in {language_requested},de,okapi\n",
+        encoding="utf-8",
+    )
+    name, items = load_suite(str(f), tmp_path)
+    assert name == "prompts-de" and [it.expect for it in items] == ["de", "de"]
+    assert items[0].messages[0]["content"] == "Reply in German. Explain a misconception.\nTopic: AI"
+    assert items[1].meta == {"source": "okapi", "location": "Middle", "phrasing": "in {language_requested}"}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,source\nhello,x\n", encoding="utf-8")
+    from mothertongue.conversation import DataError
+
+    with pytest.raises(DataError, match=r"bad.csv:1: missing column\(s\) language, prompt"):
+        load_suite(str(bad), tmp_path)

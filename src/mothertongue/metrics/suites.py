@@ -6,11 +6,17 @@
 
 Shipped suites (`src/mothertongue/data/prompts_<name>.jsonl`, written for this project): `de`
 (64 German prompts: open questions, explanations, advice, writing, lists, short maths, code
-questions, multi-turn follow-ups) and `en` (26 English ones). Bring your own as
+questions, multi-turn follow-ups), `en` (26 English ones) and `xling` (36 cross-lingual prompts:
+English instructions that ask for the answer in the run's language, the request at the start, in
+the middle or at the end, as in the Language Confusion Benchmark; `{language}` is filled with the
+run's language name, so it works for any target). Bring your own as
 
 - JSONL, one object per line: `{"prompt": "..."}` or `{"messages": [{"role": "user", ...}, ...]}`
-  (ending with a user turn), optional `id`, `lang`, `category`, `reference`;
-- the text format: `prompt#reference` or just `prompt` per line, `#` comments.
+  (ending with a user turn), optional `id`, `lang`, `category`, `reference`, and `expect`: the
+  language the reply must be in (`target`, `prompt`, or a language code);
+- the text format: `prompt#reference` or just `prompt` per line, `#` comments;
+- the Language Confusion Benchmark's own CSV files (`test_sets/{monolingual,crosslingual}/<source>/
+  <lang>.csv`, columns `prompt`, `language`, `source`, ...): the reply must be in `language`.
 
 A bad line is a one-line DataError naming file, line and field. Parallel files (translation) are
 `.tsv` (`source<TAB>reference`) or JSONL `{"source", "reference"}`; perplexity files are `.txt`
@@ -19,6 +25,7 @@ A bad line is a one-line DataError naming file, line and field. Parallel files (
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -37,6 +44,7 @@ class Item:
     lang: str | None = None  # language of the prompt (None: detect)
     category: str = ""
     meta: dict = field(default_factory=dict)
+    expect: str | None = None  # language the reply must be in: "target", "prompt" or a code (None: the recipe's rule)
 
 
 def shipped_suites() -> list[str]:
@@ -89,9 +97,31 @@ def _messages(obj: dict, where: str) -> list[dict]:
     return out
 
 
+def read_lcb_csv(path: Path, prefix: str) -> list[Item]:
+    """A Language Confusion Benchmark test-set CSV: `prompt` and `language` (the reply's language)."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    missing = {"prompt", "language"} - set(reader.fieldnames or [])
+    if missing:
+        raise DataError(f"{path}:1: missing column(s) {', '.join(sorted(missing))} (a Language Confusion Benchmark CSV has prompt, language, source)")
+    items = []
+    for n, row in enumerate(reader, 1):
+        where = f"{path}: row {n}"
+        prompt, lang = _str_field(row, "prompt", where), _str_field(row, "language", where)
+        meta = {k: row[k] for k in ("source", "location", "phrasing") if row.get(k)}
+        items.append(Item(id=f"{prefix}-{n}", messages=[{"role": "user", "content": prompt}], category=row.get("source") or "",
+                          meta=meta, expect=lang.strip().lower()))  # fmt: skip
+    return items
+
+
 def read_prompts(path: Path, prefix: str) -> list[Item]:
     items = []
-    if path.suffix.lower() == ".jsonl":
+    if path.suffix.lower() == ".csv":
+        items = read_lcb_csv(path, prefix)
+    elif path.suffix.lower() == ".jsonl":
         for lineno, obj in iter_jsonl(path):
             where = f"{path}:{lineno}"
             items.append(Item(
@@ -100,6 +130,8 @@ def read_prompts(path: Path, prefix: str) -> list[Item]:
                 reference=_str_field(obj, "reference", where, required=False),
                 lang=_str_field(obj, "lang", where, required=False),
                 category=str(obj.get("category") or ""),
+                meta={k: obj[k] for k in ("location",) if k in obj},
+                expect=_str_field(obj, "expect", where, required=False),
             ))
     else:  # the text format: prompt#reference, or a bare prompt
         for lineno, line in enumerate(_read_lines(path), 1):
@@ -114,16 +146,27 @@ def read_prompts(path: Path, prefix: str) -> list[Item]:
     return items
 
 
-def load_suite(spec: str, base_dir: Path) -> tuple[str, list[Item]]:
-    """(set name, items) for a shipped suite name or a file."""
+def load_suite(spec: str, base_dir: Path, language: str | None = None) -> tuple[str, list[Item]]:
+    """(set name, items) for a shipped suite name or a file; `{language}` in a prompt becomes the
+    name of `language` (the run's target), e.g. "Reply in German."."""
     if spec in shipped_suites():
         ref = resources.files("mothertongue") / "data" / f"prompts_{spec}.jsonl"
         with resources.as_file(ref) as p:
-            return f"prompts-{spec}", read_prompts(Path(p), spec)
-    if "/" not in spec and "." not in spec:
-        raise DataError(f"unknown prompt suite {spec!r}; shipped: {', '.join(shipped_suites())}, or give a .jsonl/.txt file")
-    path = find_file(spec, base_dir)
-    return f"prompts-{path.stem}", read_prompts(path, path.stem)
+            name, items = f"prompts-{spec}", read_prompts(Path(p), spec)
+    elif "/" not in spec and "." not in spec:
+        raise DataError(f"unknown prompt suite {spec!r}; shipped: {', '.join(shipped_suites())}, or give a .jsonl/.txt/.csv file")
+    else:
+        path = find_file(spec, base_dir)
+        name, items = f"prompts-{path.stem}", read_prompts(path, path.stem)
+    if language:
+        from mothertongue.metrics.fidelity import language_name
+
+        lang_name = language_name(language)
+        for it in items:
+            for m in it.messages:
+                if "{language}" in m["content"]:
+                    m["content"] = m["content"].replace("{language}", lang_name)
+    return name, items
 
 
 def read_parallel(path: Path) -> list[tuple[str, str]]:
