@@ -110,3 +110,23 @@ def test_reads_the_benchmarks_own_csv(tmp_path):
 
     with pytest.raises(DataError, match=r"bad.csv:1: missing column\(s\) language, prompt"):
         load_suite(str(bad), tmp_path)
+
+
+def test_scorecard_sets_carry_lcb_scores_and_item_expectations(tmp_path):
+    from mothertongue.config import Recipe
+    from mothertongue.evaluate import expected_langs, score_set
+    from mothertongue.generation import Reply
+    from mothertongue.metrics.fidelity import FidelityJudge
+    from mothertongue.metrics.suites import Item
+
+    recipe = Recipe(language="de", run_dir=str(tmp_path))
+    lid = FidelityJudge("de", ["en"])
+    items = [
+        Item("a", [{"role": "user", "content": "Explain why the sky is blue. Answer in German."}], lang="en", expect="target"),
+        Item("b", [{"role": "user", "content": "Why is the sky blue? Please explain it to me."}], lang="en"),
+    ]
+    assert expected_langs("prompts-xling", items, recipe, lid) == ["de", "en"]
+    texts = [DE[0] + "\n" + EN[0], EN[1] + "\n" + EN[2]]
+    replies = [Reply(t, True, 20) for t in texts]
+    scores, _ = score_set("prompts-xling", items, replies, ["de", "en"], lid)
+    assert scores["line_pass_rate"] == 0.5 and scores["line_accuracy"] == 0.75 and scores["line_judgeable"] == 2

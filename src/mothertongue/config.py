@@ -45,6 +45,7 @@ class SourceConfig(Strict):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Format-specific options; checked by the format adapter."
     )
+    license: str | None = Field(None, description="The source's license, named in exported dataset cards.")
 
 
 class IngestConfig(Strict):
@@ -163,6 +164,9 @@ class BuildConfig(Strict):
         "continue", description="continue: 'continue this text' tasks in the SFT mix; raw: build/text.jsonl for continued pretraining."
     )
     native_chunk_chars: int = Field(1500, ge=100, description="Native documents are cut into pieces of about this many characters.")
+    fidelity_pairs: bool = Field(
+        False, description="Add preference pairs: the translated answer (chosen) over the original-language one (rejected)."
+    )
     mix: MixConfig = Field(default_factory=MixConfig)
 
 
@@ -292,7 +296,10 @@ class EvaluateConfig(Strict):
     lm_eval_tasks: list[str] | None = Field(
         None,
         description="lm-evaluation-harness tasks in the target language (run when `benchmarks` is on); default: "
-        "those of arc_XX, hellaswag_XX, m_mmlu_XX, truthfulqa_XX_mc2, belebele_<FLORES code>, xnli_XX that lm-eval has.",
+        "those of arc_XX, hellaswag_XX, m_mmlu_XX, truthfulqa_XX_mc2, belebele_<FLORES code>, xnli_XX that lm-eval has (for German the human-translated sets mmmlu_de_de, global_mmlu_de, ...).",
+    )
+    lm_eval_chat: Literal["auto", "on", "off"] = Field(
+        "auto", description="Ask through the chat template with few-shot examples as turns (auto: when the tokenizer has one)."
     )
     lm_eval_english_tasks: list[str] = Field(
         default_factory=lambda: ["arc_easy", "hellaswag", "truthfulqa_mc2", "belebele_eng_Latn"],

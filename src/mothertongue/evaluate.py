@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from mothertongue.config import Recipe
@@ -69,10 +70,10 @@ def build_sets(recipe: Recipe, run: RunDir) -> tuple[dict[str, list[Item]], list
     info = {name: {"kind": "reference", "source": f"{data.name}/{'test' if name == 'held-out' else 'train'}.jsonl"} for name in sets}
     base_dir = Path(recipe.base_dir)
     for spec in suites_for(recipe):
-        name, items = load_suite(spec, base_dir)
+        name, items = load_suite(spec, base_dir, language=recipe.language)
         items = items[: cfg.suite_max_prompts] if cfg.suite_max_prompts else items
         if sys_prompt:
-            items = [Item(i.id, with_system(i.messages, sys_prompt), i.reference, i.lang, i.category) for i in items]
+            items = [replace(i, messages=with_system(i.messages, sys_prompt)) for i in items]
         sets[name] = items
         info[name] = {"kind": "suite", "source": spec}
     if cfg.parallel_file:
@@ -94,11 +95,17 @@ def build_sets(recipe: Recipe, run: RunDir) -> tuple[dict[str, list[Item]], list
 def expected_langs(name: str, items: list[Item], recipe: Recipe, lid) -> list[str]:
     """The language each reply should be in: the target, or the prompt's own for suites if so configured."""
     target = recipe.language
-    if name in REFERENCE_SETS or name == "parallel" or recipe.evaluate.expect_reply_in == "target":
+    if name in REFERENCE_SETS or name == "parallel":
         return [target] * len(items)
     out = []
     for it in items:
-        lang = it.lang or lid.detect(it.messages[-1]["content"]) or target
+        rule = it.expect or recipe.evaluate.expect_reply_in  # an item's own `expect` wins (cross-lingual suites)
+        if rule == "target":
+            lang = target
+        elif rule == "prompt":
+            lang = it.lang or lid.detect(it.messages[-1]["content"]) or target
+        else:
+            lang = rule
         out.append(lang.lower())
     return out
 
@@ -106,6 +113,7 @@ def expected_langs(name: str, items: list[Item], recipe: Recipe, lid) -> list[st
 def score_set(name: str, items: list[Item], replies, expected: list[str], lid) -> tuple[dict, list[dict]]:
     from mothertongue.metrics.behaviour import behaviour_scores, repetition
     from mothertongue.metrics.fidelity import fidelity_scores
+    from mothertongue.metrics.lcb import line_level
     from mothertongue.metrics.reference import bleu, exact_match_rate
 
     hyps = [r.text for r in replies]
@@ -119,6 +127,9 @@ def score_set(name: str, items: list[Item], replies, expected: list[str], lid) -
             scores["bleu"] = bleu(hyps, refs)
     scores.update(behaviour_scores(hyps, [r.ended for r in replies], [r.new_tokens for r in replies]))
     scores.update(fidelity_scores(judgements, expected))
+    lcb = line_level(hyps, expected, lid.detect)
+    scores.update({k: v for k, v in lcb.items() if k not in ("replies", "judgeable") and v is not None})
+    scores["line_judgeable"] = lcb["judgeable"]
     gens = []
     for it, rep, j, exp in zip(items, replies, judgements, expected):
         gens.append({

@@ -22,6 +22,9 @@ ROWS = [
     ("fidelity", "in expected language", "{:.1%}"),
     ("sentence_fidelity", "sentences in language", "{:.1%}"),
     ("too_short", "too short to judge", "{:d}"),
+    ("line_pass_rate", "LCB-style line pass rate", "{:.1%}"),
+    ("line_accuracy", "LCB-style line accuracy", "{:.1%}"),
+    ("word_pass_rate", "LCB-style word pass rate", "{:.1%}"),
     ("exact_match", "exact match", "{:.1%}"),
     ("chrf", "chrF", "{:.1f}"),
     ("bleu", "BLEU", "{:.1f}"),
@@ -30,7 +33,7 @@ ROWS = [
     ("mean_reply_tokens", "mean reply tokens", "{:.1f}"),
     ("repetition", "repetition (3-grams)", "{:.1%}"),
 ]
-HIDDEN = {"n", "judged", "reply_langs", "mean_reply_words", "repetitive", "empty"}
+HIDDEN = {"n", "judged", "line_judgeable", "reply_langs", "mean_reply_words", "repetitive", "empty"}
 
 
 def _fmt(v, fmt: str) -> str:
