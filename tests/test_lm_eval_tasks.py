@@ -13,11 +13,10 @@ lm_eval = pytest.importorskip("lm_eval")
 
 @pytest.mark.slow  # lm-eval indexes its few thousand task files (10-25 s)
 def test_default_tasks_are_known_and_unknown_names_are_one_line():
-    from mothertongue.metrics.benchmarks import check_tasks
+    from mothertongue.metrics.benchmarks import HUMAN_TRANSLATED, check_tasks, default_tasks
 
-    cfg = Recipe().evaluate
-    check_tasks(cfg.lm_eval_tasks, "evaluate.lm_eval_tasks")
-    check_tasks(cfg.lm_eval_english_tasks, "evaluate.lm_eval_english_tasks")
+    assert default_tasks("de") == HUMAN_TRANSLATED["de"], "every German default exists in the installed lm-eval"
+    check_tasks(Recipe().evaluate.lm_eval_english_tasks, "evaluate.lm_eval_english_tasks")
     with pytest.raises(MothertongueError) as e:
         check_tasks(["belebele_deu_Latn", "global_mmlu_deu"], "evaluate.lm_eval_tasks")
     msg = str(e.value)

@@ -32,6 +32,7 @@ from mothertongue.conversation import (
     split_of,
     write_jsonl,
 )
+from mothertongue.fidelity_pairs import fidelity_pairs
 from mothertongue.models import TINY, load_tokenizer, train_tiny_tokenizer
 from mothertongue.prompts import base_system_prompt, system_for, with_system
 from mothertongue.runs import RunDir, atomic_write_json
@@ -272,7 +273,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     dev_rows = build_rows(tokenizer, dev_items, recipe, dev_counts)
     write_jsonl(out / "train.jsonl", train_rows)
     write_jsonl(out / "dev.jsonl", dev_rows)
-    n_pref = write_preferences(recipe, data, out)
+    n_pref, fidelity = write_preferences(recipe, data, out)
     if raw_text:
         mix.write_text_rows(out / "text.jsonl", raw_text)
     tok_dir = out / "tokenizer"
@@ -290,6 +291,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
         "train_examples": len(train_rows),
         "dev_examples": len(dev_rows),
         "preference_pairs": n_pref,  # by split
+        **({"fidelity_pairs": fidelity} if recipe.build.fidelity_pairs else {}),  # outcome per conversation
         "raw_text_pieces": len(raw_text),
         "tokens": n_tokens,
         "trained_tokens": n_trained,
@@ -312,24 +314,33 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     return summary
 
 
-def write_preferences(recipe: Recipe, data: Path, out: Path) -> dict[str, int]:
+def write_preferences(recipe: Recipe, data: Path, out: Path) -> tuple[dict[str, int], dict[str, int]]:
     """Preference pairs for DPO/ORPO, with the same system prompt as the SFT data, split like the
     conversations (ingest.dev_fraction / test_fraction, by a hash of the pair id):
     `preference.jsonl` trains, `preference_dev.jsonl` is evaluated during training,
-    `preference_test.jsonl` is held out."""
+    `preference_test.jsonl` is held out. With `build.fidelity_pairs`, each translated conversation
+    adds a pair (its translated answer over the original one) in the conversation's own split.
+    Returns the pairs per split and the fidelity-pair outcomes."""
     src = data / "pairs.jsonl"
-    pairs = read_pairs(src) if src.exists() else []
+    split_pairs = [(split_of(p, recipe.ingest.dev_fraction, recipe.ingest.test_fraction), p)
+                   for p in (read_pairs(src) if src.exists() else [])]  # fmt: skip
+    fidelity: Counter[str] = Counter()
+    if recipe.build.fidelity_pairs:
+        for split in SPLITS:
+            path = data / f"{split}.jsonl"
+            made, counts = fidelity_pairs(read_conversations(path) if path.exists() else [], recipe.language)
+            split_pairs += [(split, p) for p in made]
+            fidelity.update(counts)
     rows: dict[str, list] = {s: [] for s in SPLITS}
-    for p in pairs:
+    for split, p in split_pairs:
         sp = system_for(p.id, [], recipe.build, recipe.language)
         prompt = with_system([{"role": m.role, "content": m.content} for m in p.prompt], sp)
-        split = split_of(p, recipe.ingest.dev_fraction, recipe.ingest.test_fraction)
         rows[split].append({"id": p.id, "prompt": prompt, "chosen": p.chosen, "rejected": p.rejected})
     write_jsonl(out / "preference.jsonl", rows["train"])
     for split in ("dev", "test"):
         if rows[split]:
             write_jsonl(out / f"preference_{split}.jsonl", rows[split])
-    return {k: len(v) for k, v in rows.items()}
+    return {k: len(v) for k, v in rows.items()}, dict(fidelity)
 
 
 def show(run_dir: Path, n: int, color: bool) -> str:
