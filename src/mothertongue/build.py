@@ -19,6 +19,7 @@ import hashlib
 import json
 import random
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 from mothertongue import mix, templates
@@ -33,11 +34,12 @@ from mothertongue.conversation import (
     write_jsonl,
 )
 from mothertongue.fidelity_pairs import fidelity_pairs
-from mothertongue.models import TINY, load_tokenizer, train_tiny_tokenizer
+from mothertongue.models import TINY, load_tokenizer, stop_token_ids, train_tiny_tokenizer
 from mothertongue.prompts import base_system_prompt, system_for, with_system
 from mothertongue.runs import RunDir, atomic_write_json
 
 IGNORE = -100
+MIN_VOCAB = 256  # below this a "tokenizer" is special tokens only (a byte-level BPE alone has 256)
 
 
 Item = tuple[str, list[dict], list[dict] | None]  # (id, chat messages, tool schemas)
@@ -69,12 +71,23 @@ def _call_id(conv_id: str, message: int, call: int) -> str:
 def encode(
     tokenizer, messages: list[dict], loss_on: str = "assistant", tools: list[dict] | None = None
 ) -> tuple[list[int], list[int], list[int]]:
-    """Token ids, labels (-100 where not trained) and a 0/1 trained mask, built side by side."""
-    text, spans = templates.assistant_spans(tokenizer, messages, tools)
-    if loss_on == "last_assistant":
-        spans = spans[-1:]
+    """Token ids, labels (-100 where not trained) and a 0/1 trained mask, built side by side.
+
+    loss_on `chat_time_last`: the last answer only, after exactly the prompt chat shows
+    (templates.chat_time_span), for templates that render a turn differently once more follow."""
+    if loss_on == "chat_time_last":
+        text, span = templates.chat_time_span(tokenizer, messages, tools)
+        spans = [span]
+    else:
+        text, spans = templates.assistant_spans(tokenizer, messages, tools, "last" if loss_on == "last_assistant" else "all")
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    if spans and not all(_starts_with(ids, tokenizer(text[:s], add_special_tokens=False)["input_ids"]) for s, _ in spans):
+        # The tokenizer merges the end of a chat-time prompt with the answer after it (a BPE whose
+        # regex joins "\n\n" + word differently from "\n\n" alone): cut the tokens where chat cuts.
+        if len(spans) > 1:
+            raise BoundaryMismatch("the tokenizer merges the end of a generation prompt with the answer")
+        ids, offsets = _tokenize_cut(tokenizer, text, spans[0][0])
     mask = []
     for start, end in offsets:
         trained = loss_on == "all" or any(s <= start < e or (start == end == s) for s, e in spans)
@@ -83,12 +96,29 @@ def encode(
     return ids, labels, mask
 
 
-def generation_prefix_ok(tokenizer, messages: list[dict], ids: list[int], tools: list[dict] | None = None) -> bool:
-    """True when, for every assistant turn, the tokens of the chat-time prompt are exactly the
-    first tokens of the training example (otherwise the tuned model sees a prompt it never saw)."""
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
+class BoundaryMismatch(templates.TemplateMismatch):
+    pass
+
+
+def _starts_with(ids: list[int], prefix: list[int]) -> bool:
+    return ids[: len(prefix)] == prefix
+
+
+def _tokenize_cut(tokenizer, text: str, cut: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of `text` with a token boundary at `cut`: the prompt tokenized alone, as chat does."""
+    a = tokenizer(text[:cut], add_special_tokens=False, return_offsets_mapping=True)
+    b = tokenizer(text[cut:], add_special_tokens=False, return_offsets_mapping=True)
+    return a["input_ids"] + b["input_ids"], list(a["offset_mapping"]) + [(x + cut, y + cut) for x, y in b["offset_mapping"]]
+
+
+def generation_prefix_ok(
+    tokenizer, messages: list[dict], ids: list[int], tools: list[dict] | None = None, only_last: bool = False
+) -> bool:
+    """True when, for every assistant turn (or the last one), the tokens of the chat-time prompt are
+    exactly the first tokens of the training example (otherwise the tuned model sees a prompt it
+    never saw)."""
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    for i in turns[-1:] if only_last else turns:
         prompt = templates.render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools)
         p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if ids[: len(p_ids)] != p_ids:
@@ -151,6 +181,31 @@ def encode_with_limit(
     return result
 
 
+PER_TURN = ("built as one example per answer, each after exactly its chat-time prompt: the template renders "
+            "a turn differently once more follow (Mistral v0.3 writes the system prompt into the last user turn only)")
+PER_TURN_TOKENS = ("built as one example per answer: the tokenizer merges the end of the chat-time prompt with "
+                   "the answer after it, so each answer follows exactly the prompt tokens chat gives")
+
+
+def encode_per_turn(
+    tokenizer, messages, cfg, counts: Counter, reason: str = PER_TURN, tools: list[dict] | None = None
+) -> list[tuple[list[dict], list[int], list[int]]]:
+    """One example per assistant turn, each the conversation up to that turn with only that turn
+    trained: for templates whose rendering of a turn depends on the turns after it, this is
+    exactly the prompt chat shows the model before each answer."""
+    out = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        ids, labels, _ = encode(tokenizer, messages[: i + 1], "chat_time_last", tools)
+        if len(ids) > cfg.max_length:
+            counts["dropped: a single turn longer than build.max_length"] += 1
+            continue
+        out.append((messages[: i + 1], ids, labels))
+    counts[reason] += 1
+    return out
+
+
 def prepare_tokenizer(recipe: Recipe, examples: list[list[dict]]):
     """The tokenizer for this run with the chat template installed; trains one for `tiny`."""
     cfg = recipe.build
@@ -168,10 +223,15 @@ def prepare_tokenizer(recipe: Recipe, examples: list[list[dict]]):
     from mothertongue.vocab.stage import base_model_path
 
     tok = load_tokenizer(base_model_path(recipe), recipe.train.trust_remote_code)
+    if len(tok) < MIN_VOCAB:
+        # transformers 5 "loads" a folder without vocabulary files as its special tokens alone
+        raise DataError(f"base_model {recipe.base_model}: the tokenizer has only {len(tok)} tokens; the folder has no "
+                        "vocabulary file (tokenizer.json, tokenizer.model or vocab.json + merges.txt)")
     tmpl = templates.resolve(cfg.template, tok, Path(recipe.base_dir))
     templates.install(tmpl, tok)
-    if tok.pad_token is None:
-        # A dedicated pad token, never EOS: padding must not mask the token that ends a turn.
+    if tok.pad_token is None or tok.pad_token_id in stop_token_ids(tok, templates.end_of_turn_token(tok)):
+        # A dedicated pad token, never EOS or end-of-turn (Phi-3.5, SmolLM2 and TinyLlama ship
+        # pad = EOS): padding must not mask the token that ends a turn.
         tok.add_special_tokens({"pad_token": "<|pad|>"})
     return tok, tmpl
 
@@ -188,12 +248,21 @@ def build_rows(tokenizer, items: list[Item], recipe: Recipe, counts: Counter) ->
             if not tool_support:
                 counts[NO_TOOL_SUPPORT] += 1
                 continue
+        per_turn = False
         try:
-            pieces = encode_with_limit(tokenizer, msgs, recipe.build, counts, tools)
+            try:
+                pieces = encode_with_limit(tokenizer, msgs, recipe.build, counts, tools)
+            except templates.TemplateMismatch as e:
+                reason = PER_TURN_TOKENS if isinstance(e, BoundaryMismatch) else PER_TURN
+                pieces, per_turn = encode_per_turn(tokenizer, msgs, recipe.build, counts, reason, tools), True
+        except templates.TemplateRenderError as e:
+            # e.g. Llama-2 and Mistral refuse a conversation whose roles do not alternate
+            counts[f"skipped: the chat template rejects it ({str(e).splitlines()[0][:100]})"] += 1
+            continue
         except DataError as e:
             raise DataError(f"conversation {item_id}: {e}") from None
         for k, (m, ids, labels) in enumerate(pieces):
-            if not generation_prefix_ok(tokenizer, m, ids, tools):
+            if not generation_prefix_ok(tokenizer, m, ids, tools, only_last=per_turn):
                 counts["generation prompt tokenizes differently from training prefix"] += 1
             if all(x == IGNORE for x in labels):
                 counts["dropped: no trained tokens"] += 1
@@ -300,6 +369,9 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
         "counts": dict(counts),
         "dev_counts": dict(dev_counts),
     }
+    behaviour = templates.describe(tokenizer)
+    notes = behaviour.notes(system_prompt=bool(base_system_prompt(recipe.build, recipe.language)))
+    summary["template_behaviour"] = {**asdict(behaviour), "notes": notes}
     atomic_write_json(out / "report.json", summary)
     mix_line = ", ".join(f"{k} {v['examples']} ({v['share_examples']:.0%} of examples, {v['share_tokens']:.0%} of tokens)"
                          for k, v in realised.items())
@@ -310,6 +382,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
            if sum(n_pref.values()) else "")
         + (f"\n  {len(raw_text)} raw native text pieces for continued pretraining" if raw_text else "")
         + "".join(f"\n  {n} x {k}" for k, n in counts.items())
+        + "".join(f"\n  template: {note}" for note in notes)
     )
     return summary
 

@@ -60,6 +60,18 @@ def validate(recipe: str = RECIPE, overrides: list[str] = OVERRIDES) -> None:
 
 
 @app.command()
+def doctor(
+    recipe: str = RECIPE,
+    overrides: list[str] = OVERRIDES,
+    gguf: bool = typer.Option(False, "--gguf", help="Also ask llama.cpp's converter (fetched once if absent)."),
+) -> None:
+    """Check the base model before a long run: template, loss mask, prompt prefix, end of turn, pad, GGUF."""
+    from mothertongue.doctor import doctor as run_doctor
+
+    raise typer.Exit(run_doctor(_recipe(recipe, overrides), gguf, log=typer.echo))
+
+
+@app.command()
 def run(recipe: str = RECIPE, overrides: list[str] = OVERRIDES, force: bool = FORCE) -> None:
     """Run every stage of a recipe in order (unchanged stages are skipped)."""
     from mothertongue.runs import run_stage, stages_for

@@ -67,6 +67,26 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise StageError(f"base_model: cannot load the tokenizer of {name}: {_first_line(e)}") from None
+    except ValueError:
+        # transformers 5 maps some model types (olmo2) to a backend that needs tokenizer.json and
+        # ignores the tokenizer_class the folder declares; OLMo-2's vocab.json + merges.txt load
+        # with that class (GPT2Tokenizer).
+        cls = _declared_tokenizer_class(name)
+        if cls is None:
+            raise
+        return cls.from_pretrained(name)
+
+
+def _declared_tokenizer_class(name: str):
+    import transformers
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(name, "tokenizer_config.json")
+    except OSError:
+        return None
+    declared = json.loads(Path(path).read_text(encoding="utf-8")).get("tokenizer_class") if path else None
+    return getattr(transformers, declared, None) if isinstance(declared, str) else None
 
 
 def build_tiny_model(cfg: TinyModelConfig, tokenizer, seed: int):

@@ -202,25 +202,137 @@ def uses_tools(messages: list[dict], tools: list[dict] | None) -> bool:
     return bool(tools) or any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
 
 
+def end_of_turn_token(tokenizer) -> str | None:
+    """The token that ends an assistant turn under the installed template: a known end-of-turn
+    token the template writes, else EOS."""
+    own = getattr(tokenizer, "chat_template", None) or ""
+    return next((t for t in KNOWN_END_OF_TURN if t in own), None) or tokenizer.eos_token
+
+
+def _turn_span(full: str, prompt: str, messages: list[dict], i: int, eot: str | None, upto) -> tuple[int, int]:
+    """(start, end) of assistant turn i in `full`: from the end of its generation prompt through
+    its end-of-turn token, and no further (what a template writes after that token, such as
+    ChatML's newline, is the next turn's business: chat stops at the token)."""
+    start = len(prompt)
+    content = (messages[i].get("content") or "").strip()
+    at = full.find(content, start) if content else start
+    if content and (at < 0 or full[start:at].strip()):
+        raise TemplateMismatch(f"chat template: assistant turn {i} is not rendered right after its generation "
+                               "prompt (the template changes the answer text or adds text before it)")
+    after = at + len(content)
+    limit = len(full)
+    nxt = next(((m.get("content") or "").strip() for m in messages[i + 1:] if (m.get("content") or "").strip()), "")
+    if nxt:
+        found = full.find(nxt, after)
+        limit = found if found >= 0 else limit
+    e = full.find(eot, after, limit) if eot else -1
+    if e >= 0:
+        return start, e + len(eot)
+    end = upto()  # no end-of-turn token after the answer: the turn runs to where its rendering ends
+    if not full.startswith(end):
+        raise TemplateMismatch(f"chat template: no end-of-turn token ({eot!r}) after assistant turn {i}, "
+                               "and the conversation up to it is not a prefix of the whole; the model would not learn to stop")
+    return start, len(end)
+
+
 def assistant_spans(
-    tokenizer, messages: list[dict], tools: list[dict] | None = None
+    tokenizer, messages: list[dict], tools: list[dict] | None = None, turns: str = "all"
 ) -> tuple[str, list[tuple[int, int]]]:
     """Render a conversation; return its text and the character span of every assistant turn
-    (tool calls included: the model learns to call).
+    (`turns="last"`: of the last one only), tool calls included: the model learns to call.
 
-    A span starts where the generation prompt for that turn ends and runs through the end of the
-    turn (end-of-turn token included)."""
+    A span starts where the generation prompt for that turn ends and runs through the turn's
+    end-of-turn token. Raises TemplateMismatch when the generation prompt is not a prefix of the
+    training text (a model trained on it would see a different prompt at chat time)."""
     full = render(tokenizer, messages, tools=tools)
+    eot = end_of_turn_token(tokenizer)
+    idx = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if turns == "last":
+        idx = idx[-1:]
     spans = []
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
+    for i in idx:
         prompt = render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools)
-        upto = render(tokenizer, messages[: i + 1], tools=tools)
-        if not full.startswith(upto) or not upto.startswith(prompt):
+        if not full.startswith(prompt):
             raise TemplateMismatch(
                 f"chat template: the generation prompt for turn {i} is not a prefix of the training text; "
                 "a model trained on it would see a different prompt at chat time"
             )
-        spans.append((len(prompt), len(upto)))
+        spans.append(_turn_span(full, prompt, messages, i, eot, lambda i=i: render(tokenizer, messages[: i + 1], tools=tools)))
     return full, spans
+
+
+def chat_time_span(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> tuple[str, tuple[int, int]]:
+    """The last assistant turn as chat produces it: the chat-time prompt, then the answer as the
+    template renders answers. For templates whose rendering of a prompt depends on what follows
+    (Mistral v0.3 writes the system prompt only into the user turn that is last, so a
+    conversation ending in an answer loses it), this is what the model sees before answering."""
+    i = max(k for k, m in enumerate(messages) if m["role"] == "assistant")
+    try:
+        text, spans = assistant_spans(tokenizer, messages[: i + 1], tools, "last")
+        return text, spans[0]
+    except TemplateMismatch:
+        pass
+    prompt = render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools)
+    bare = [m for m in messages[: i + 1] if m["role"] != "system"]
+    bare_prompt = render(tokenizer, bare[:-1], add_generation_prompt=True, tools=tools)
+    bare_full = render(tokenizer, bare, tools=tools)
+    if not bare_full.startswith(bare_prompt):
+        raise TemplateMismatch(
+            f"chat template: the generation prompt for turn {i} is not a prefix of the training text; "
+            "a model trained on it would see a different prompt at chat time"
+        )
+    text = prompt + bare_full[len(bare_prompt):]
+    return text, _turn_span(text, prompt, messages[: i + 1], i, end_of_turn_token(tokenizer), lambda: text)
+
+
+@dataclass
+class Behaviour:
+    """How a chat template treats what build gives it, for the build report and `doctor`."""
+
+    system: str  # "own turn", "first user turn", "last user turn", "dropped" or "rejected: ..."
+    default_system: str | None  # a system prompt the template adds when the conversation has none
+    tools: bool  # the template renders tool schemas / tool calls
+    end_of_turn: str | None
+
+    def notes(self, system_prompt: bool = False) -> list[str]:
+        """What a user should know; `system_prompt`: the run gives every conversation one."""
+        out = []
+        if self.default_system and not system_prompt:
+            out.append(f"the template adds its own system prompt when none is given ({self.default_system[:60]!r}); "
+                       "set build.system_prompt to replace it with one in the target language")
+        if self.system in ("first user turn", "last user turn"):
+            out.append(f"the template has no system turn: the system prompt goes into the {self.system}")
+        elif self.system != "own turn":
+            out.append(f"system prompt: {self.system}")
+        return out
+
+
+def describe(tokenizer) -> Behaviour:
+    """Probe the installed template with marker texts: where a system prompt lands, whether it
+    injects a default one, whether it knows tools."""
+    s, u1, a1, u2 = "SYSTEM-PROMPT-§1", "USER-TEXT-§2", "ANSWER-TEXT-§3", "USER-TEXT-§4"
+    tools = supports_tools(tokenizer)
+    eot = end_of_turn_token(tokenizer)
+    user_only = render(tokenizer, [{"role": "user", "content": u1}], add_generation_prompt=True)
+    try:
+        with_sys = render(tokenizer, [{"role": "system", "content": s}, {"role": "user", "content": u1}],
+                          add_generation_prompt=True)
+        two = render(tokenizer, [{"role": "system", "content": s}, {"role": "user", "content": u1},
+                                 {"role": "assistant", "content": a1}, {"role": "user", "content": u2}],
+                     add_generation_prompt=True)
+    except DataError as e:  # a template's raise_exception (TemplateRenderError)
+        return Behaviour(f"rejected: {str(e).splitlines()[0][:120]}", None, tools, eot)
+    default = None
+    pre, _, post = with_sys.partition(s)
+    if (s in with_sys and user_only.startswith(pre) and user_only.endswith(post)
+            and len(user_only) > len(pre) + len(post)):
+        default = user_only[len(pre): len(user_only) - len(post)]
+    if s not in two:
+        where = "dropped"
+    elif two.find(s) > two.find(a1):
+        where = "last user turn"
+    else:
+        header = user_only[: user_only.find(u1)].strip()[-6:]
+        between = with_sys[with_sys.find(s) + len(s): with_sys.find(u1)]
+        where = "own turn" if not header or header in between else "first user turn"
+    return Behaviour(where, default, tools, eot)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from mothertongue.export.base import Exporter, Job
 from mothertongue.export.verify import CT2Generator, HFGenerator, Reference, compare, require
 from mothertongue.languages import greeting
-from mothertongue.runs import RunDir
+from mothertongue.runs import RunDir, StageError
 
 # Copied next to the converted weights, so the folder stands alone.
 TOKENIZER_FILES = (
@@ -76,6 +76,17 @@ class CT2Exporter(Exporter):
         )
 
 
+def ct2_supports(model_dir: Path) -> None:
+    """Raise a one-line StageError when CTranslate2 has no converter for the architecture (its own
+    error lists every supported configuration on one very long line)."""
+    from ctranslate2.converters.transformers import _MODEL_LOADERS
+    from transformers import AutoConfig
+
+    name = type(AutoConfig.from_pretrained(model_dir)).__name__
+    if name not in _MODEL_LOADERS:
+        raise StageError(f"CTranslate2 has no converter for {name} ({model_dir}); export --format merged or gguf instead")
+
+
 def to_ctranslate2(
     merged_dir: Path,
     out_dir: Path,
@@ -92,6 +103,7 @@ def to_ctranslate2(
     from mothertongue.models import read_template_info, stop_token_ids
 
     merged_dir, out_dir = Path(merged_dir), Path(out_dir)
+    ct2_supports(merged_dir)
     ref_tok = load_tokenizer(merged_dir)
     copy = [f for f in TOKENIZER_FILES if (merged_dir / f).exists()]
     TransformersConverter(str(merged_dir), copy_files=copy).convert(

@@ -23,7 +23,11 @@ from mothertongue.text.protect import code_block_lines, protected_spans
 # Leading structure kept literal: indentation, list bullets, numbered items, headings, quotes.
 _PREFIX = re.compile(r"^[ \t]*(?:(?:[-*+\u2022]|\d{1,3}[.)]|[a-zA-Z][.)](?=\s)|#{1,6}|>)[ \t]+|>[ \t]*)*")
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
-_CLAUSE_END = re.compile(r"[,;:\u3001\uff0c]$")
+_CLAUSE_END = re.compile(r"[,;:\u3001\uff0c\uff1b\uff1a]$")
+# Cutting units: a run of spaced-script letters (a word), or one CJK character or full-width
+# punctuation mark, since Chinese and Japanese write whole sentences without a space.
+_CJK = "\u2e80-\u9fff\u3040-\u30ff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+_UNIT = re.compile(rf"[^\s{_CJK}]+|[{_CJK}]")
 
 
 def has_letters(s: str) -> bool:
@@ -96,10 +100,11 @@ def sentences(text: str, lang: str = "en") -> list[str]:
 
 
 def split_long(sentence: str, max_tokens: int, count: Callable[[str], int]) -> list[tuple[int, int]]:
-    """Cut a sentence longer than max_tokens into pieces at clause ends, else between words."""
+    """Cut a sentence longer than max_tokens into pieces at clause ends, else between words (or
+    between characters in scripts written without spaces)."""
     if count(sentence) <= max_tokens:
         return [(0, len(sentence))]
-    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", sentence)]
+    words = [(m.start(), m.end()) for m in _UNIT.finditer(sentence)]
     pieces: list[tuple[int, int]] = []
     start_w, budget, last_clause = 0, 0, None
     cost = [count(sentence[s:e]) for s, e in words]

@@ -1,0 +1,164 @@
+"""Every stage after build, per model family: train (LoRA and full), chat, serve, export.
+
+    pytest -q tests/test_families_stages.py -k qwen
+
+Each family's tiny random-weight model (family_models.py) is trained for a few seconds on one
+short German answer, so it learns to say it and then its family's end-of-turn token: train (loss
+falls; pad is never EOS or end-of-turn; the saved tokenizer keeps template and special tokens),
+chat and the server's stream stop at that token, merged safetensors reload and answer identically,
+CTranslate2 converts every architecture it supports and refuses the others in one line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_recipe
+from family_models import ANSWER, FAMILIES, make_base, recipe_overrides, write_data, write_recipe
+
+pytestmark = [pytest.mark.real_models, pytest.mark.slow]
+NAMES = list(FAMILIES)
+
+
+class Built:
+    """Per-session cache: a family's base folder and its finished runs, made on first use."""
+
+    def __init__(self, root: Path):
+        self.root, self.bases, self.runs, self.exports = root, {}, {}, {}
+
+    def base(self, name: str) -> Path:
+        if name not in self.bases:
+            self.bases[name] = make_base(name, self.root / name / "base")
+        return self.bases[name]
+
+    def run(self, name: str, adapter: str) -> Path:
+        key = (name, adapter)
+        if key not in self.runs:
+            d = self.root / name
+            data = write_data(d / "data.jsonl")
+            rec = write_recipe(d / "recipe.yaml", data)
+            run_dir = d / f"run-{adapter}"
+            run_recipe(rec, recipe_overrides(name, self.base(name), data, run_dir, adapter), ["ingest", "build", "train"])
+            self.runs[key] = run_dir
+        return self.runs[key]
+
+
+    def exported(self, name: str) -> tuple[Path, dict]:
+        """`export --format merged[,ct2]` of the family's LoRA run (ct2 where CTranslate2 has a converter)."""
+        from mothertongue.export import export
+
+        if name not in self.exports:
+            out = self.root / name / "export"
+            formats = ("merged", "ct2") if FAMILIES[name].ct2 else ("merged",)
+            self.exports[name] = out, export(self.run(name, "lora"), out, formats, ct2_quantization="float32",
+                                             log=lambda m: None)
+        return self.exports[name]
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Built:
+    return Built(tmp_path_factory.mktemp("families"))
+
+
+# ------------------------------------------------------------------------------------ train
+def _train_report(run_dir: Path) -> dict:
+    return json.loads((run_dir / "train" / "model_info.json").read_text())
+
+
+@pytest.mark.parametrize("adapter", ["lora", "full"])
+@pytest.mark.parametrize("name", NAMES)
+def test_train_loss_falls_and_tokenizer_survives(built, name, adapter):
+    from transformers import AutoTokenizer
+
+    from mothertongue import templates
+    from mothertongue.models import stop_token_ids
+
+    run_dir = built.run(name, adapter)
+    losses = json.loads((run_dir / "train" / "loss.json").read_text())
+    train_losses = [x["loss"] for x in losses if "loss" in x]
+    assert train_losses[-1] < train_losses[0], train_losses
+    saved = AutoTokenizer.from_pretrained(run_dir / "train" / "model")
+    built_tok = AutoTokenizer.from_pretrained(run_dir / "build" / "tokenizer")
+    assert saved.chat_template == built_tok.chat_template and saved.chat_template
+    eot = templates.end_of_turn_token(saved)
+    stops = stop_token_ids(saved, eot)
+    assert saved.pad_token_id is not None and saved.pad_token_id not in stops
+    assert saved.convert_tokens_to_ids(eot) == built_tok.convert_tokens_to_ids(eot)
+    for t in saved.all_special_tokens:
+        assert saved.convert_tokens_to_ids(t) == built_tok.convert_tokens_to_ids(t), t
+
+
+# ------------------------------------------------------------------------------- chat / serve
+@pytest.mark.parametrize("name", NAMES)
+def test_chat_and_server_stream_stop_at_the_end_of_turn_token(built, name):
+    from fastapi.testclient import TestClient
+
+    from mothertongue import templates
+    from mothertongue.chat import ChatSession
+    from mothertongue.config import ServeConfig
+    from mothertongue.serve import build_engine, create_app
+
+    run_dir = built.run(name, "full")
+    s = ChatSession(run_dir, max_new_tokens=24)
+    eot = templates.end_of_turn_token(s.tokenizer)
+    assert s.stop_ids[0] == s.tokenizer.convert_tokens_to_ids(eot)
+    rep = s.reply("Wie spät ist es?")
+    assert rep.ended and rep.text == ANSWER, rep
+    rep2 = s.reply("Und morgen?")  # second turn: history rendered with the template's own glue
+    assert rep2.ended, rep2
+
+    engine = build_engine(run_dir, cfg=ServeConfig(max_new_tokens_limit=24))
+    with TestClient(create_app(engine)) as client, client.stream("POST", "/v1/chat/completions", json={
+            "stream": True, "max_tokens": 24, "messages": [{"role": "user", "content": "Wie spät ist es?"}]}) as r:
+        chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert text == ANSWER and finish == ["stop"], (text, finish)
+
+
+# ------------------------------------------------------------------------------------ export
+@pytest.mark.parametrize("name", NAMES)
+def test_export_merged_and_ctranslate2(built, name, tmp_path):
+    from mothertongue.export import to_ctranslate2
+    from mothertongue.runs import StageError
+
+    out, result = built.exported(name)
+    merged = result["exports"][0]
+    assert merged["same_greedy_output"] and merged["same_forced_tokens"] and merged["chat_template"]
+    if FAMILIES[name].ct2:
+        ct2 = result["exports"][1]
+        assert ct2["same_forced_tokens"] and ct2["same_greedy_output"], ct2
+    else:
+        with pytest.raises(StageError, match="CTranslate2 has no converter for") as e:
+            to_ctranslate2(out / "merged", tmp_path / "ct2")
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("name", NAMES)
+def test_gguf_where_llama_cpp_knows_the_family(built, name, tmp_path):
+    """f32 GGUF, loaded back: the probe strings (umlauts, whitespace runs) and prompts tokenize to
+    the same ids and the model answers token for token like the merged one; where llama.cpp does
+    not know the architecture or pre-tokenizer, a one-line refusal, and doctor says so beforehand."""
+    from mothertongue.doctor import check_gguf
+    from mothertongue.export import find_llama_cpp, to_gguf
+    from mothertongue.runs import StageError
+
+    out, _ = built.exported(name)
+    fam = FAMILIES[name]
+    checkout = find_llama_cpp(None, log=lambda m: None)
+    verdict = check_gguf(str(built.base(name)), fetch=True, log=lambda m: None)
+    assert (verdict.status == "ok") == (fam.gguf is None), verdict
+    prompts = [[{"role": "user", "content": "Wie spät ist es?"}]]
+    if fam.gguf:
+        with pytest.raises(StageError, match=fam.gguf) as e:
+            to_gguf(out / "merged", tmp_path / "m.gguf", "f32", checkout, prompts=prompts, log=lambda m: None)
+        assert "\n" not in str(e.value)
+        return
+    rep = to_gguf(out / "merged", tmp_path / "m.gguf", "f32", checkout, prompts=prompts, max_new_tokens=8,
+                  log=lambda m: None)
+    assert rep["same_token_ids"] and rep["chat_template"] and rep["pre_tokenizer_fallback"] is None
+    assert rep["same_greedy_output"] and rep["same_forced_tokens"], rep
