@@ -76,8 +76,6 @@ def _trained_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
 
 def check_template(tokenizer, convs: list[list[dict]], recipe: Recipe) -> list[Check]:
     """Template, mask, prefix and end-of-turn checks on the sample conversations."""
-    from jinja2.exceptions import TemplateError
-
     from mothertongue import templates
     from mothertongue.build import (
         PER_TURN,
@@ -113,7 +111,7 @@ def check_template(tokenizer, convs: list[list[dict]], recipe: Recipe) -> list[C
             except templates.TemplateMismatch:
                 examples = encode_per_turn(tokenizer, msgs, recipe.build, per_turn)
                 last_only = True
-        except TemplateError as e:
+        except templates.TemplateRenderError as e:
             rejected.append(f"conversation {k + 1}: {str(e).splitlines()[0][:80]}")
             continue
         except templates.TemplateMismatch as e:
