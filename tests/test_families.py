@@ -132,7 +132,7 @@ def test_conversations_a_template_rejects_are_counted_not_fatal(tokenizers, name
     recipe = Recipe(base_model="tiny", language="de")
     bad = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]
     counts: Counter = Counter()
-    rows = build_rows(tok, [("ok", _conv(True, 2)), ("bad", bad)], recipe, counts)
+    rows = build_rows(tok, [("ok", _conv(True, 2), None), ("bad", bad, None)], recipe, counts)
     assert {r["id"].split("#")[0] for r in rows} == {"ok"}
     assert [k for k in counts if k.startswith("skipped: the chat template rejects it")], counts
     assert (counts[PER_TURN] == 1) == (name == "mistral-v0.3")
