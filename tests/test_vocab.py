@@ -238,7 +238,7 @@ def test_cpt_with_and_without_extension_and_the_report_tells_the_truth(cpt_runs)
     ext = cpt_runs[True]
     report = json.loads((ext / "vocab" / "report.json").read_text())
     held = [t for t in (ext / "vocab" / "heldout_target.txt").read_text().splitlines() if t.strip()]
-    assert held == DE_HELD and report["held_out_from"] == "training"
+    assert set(DE_HELD) <= set(held) and report["held_out_from"] == "training"  # plus the test split
     assert report["after"]["de held-out"]["fertility"] < report["fertility"]["de held-out"]["fertility"]
     card = json.loads((ext / "evaluate" / "scorecard.json").read_text())
     assert "## Vocabulary" in (ext / "evaluate" / "scorecard.md").read_text()
