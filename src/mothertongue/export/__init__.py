@@ -149,10 +149,10 @@ def export(
     if not RunDir(run_dir).model_info_path.exists():
         raise StageError(f"{run_dir}: no finished train stage (train/model_info.json); train first")
     out = Path(out) if out else run_dir / "export"
-    out.mkdir(parents=True, exist_ok=True)
     job = Job(run_dir, out, probe_prompts(run_dir), RunDir(run_dir).language(), log)
-    for exp in exporters:  # every check before any slow step
+    for exp in exporters:  # every check before any slow step (and before the folder is made)
         exp.check(job)
+    out.mkdir(parents=True, exist_ok=True)
     reports = []
     for exp in exporters:
         rep = exp.export(job)
