@@ -53,6 +53,13 @@ def _ingest_files(recipe: Recipe) -> dict:
     return {"files": srcs}
 
 
+def _translate_files(recipe: Recipe) -> dict:
+    """Parallel files of `toy:PATH` models: a changed file is a changed translation model."""
+    specs = [recipe.translate.model, *recipe.translate.models.values()]
+    toys = sorted({m for m in specs if m and m.startswith("toy:")})
+    return {"toy_files": [file_signature(recipe.resolve_path(m[4:])) for m in toys if recipe.resolve_path(m[4:]).is_file()]}
+
+
 @dataclass(frozen=True)
 class Stage:
     """One row of the pipeline: adding a stage is a row here plus its module."""
@@ -72,7 +79,7 @@ STAGE_TABLE: list[Stage] = [
     Stage("ingest", "mothertongue.ingest:run", "read source data into conversations",
           config_keys=(), inputs=_ingest_files),
     Stage("translate", "mothertongue.translate:run", "machine-translate into the target language",
-          needs=("ingest",), enabled=lambda r: r.translate.enabled, resumable=True),
+          needs=("ingest",), enabled=lambda r: r.translate.enabled, resumable=True, inputs=_translate_files),
     Stage("vocab", "mothertongue.vocab.stage:run", "extend the tokenizer for the target language",
           needs=("translate",), enabled=lambda r: r.vocab.enabled, inputs=lambda r: {"native": r.dump()["build"]["native"]}),
     Stage("build", "mothertongue.build:run", "render training examples with the chat template",

@@ -19,7 +19,8 @@ from mothertongue.conversation import Conversation, DataError, Message, Preferen
 from mothertongue.engines.catalogue import Leg
 from mothertongue.engines.memory import Memory
 from mothertongue.runs import StageError
-from mothertongue.text.langid import LangId, lingua_codes
+from mothertongue.text.langid import lingua_codes
+from mothertongue.translate.gate import message_in_language
 from mothertongue.translate.plan import SPLITS, Plan, RecordKey, TextKey
 
 
@@ -49,7 +50,7 @@ def lookup(
 def assemble(plan: Plan, memory: Memory, out: Path) -> dict:
     t = plan.recipe.translate
     tgt = plan.target
-    check = LangId(None) if t.quality_gate and tgt in lingua_codes() else None
+    check = t.quality_gate and tgt in lingua_codes()
     segs_by_src: dict[str, set[str]] = defaultdict(set)
     for u in plan.units:
         if plan.routes[u.src]:
@@ -79,7 +80,7 @@ def assemble(plan: Plan, memory: Memory, out: Path) -> dict:
         )
         if bad:
             flags[u.key.record].append(f"{u.key.label}: {','.join(bad)}")
-        elif check is not None and check.is_language(new_text[u.key], tgt) is False:
+        elif check and u.src in lingua_codes() and message_in_language(new_text[u.key], u.src, tgt) is False:
             flags[u.key.record].append(f"{u.key.label}: language")
         pair_counts[f"{u.src}->{tgt}"] += 1
         pivoted += len(legs) > 1

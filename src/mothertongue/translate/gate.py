@@ -13,6 +13,9 @@ from __future__ import annotations
 from mothertongue.config import TranslateConfig
 from mothertongue.text.langid import LangId
 
+# Fewer letters than this and a language identifier guesses (names, lists, short replies).
+MIN_LETTERS = 30
+
 
 def max_run(words: list[str]) -> int:
     """Longest run of one 1-3 word n-gram repeated back to back."""
@@ -43,8 +46,18 @@ def gate(
         reasons.append("repetition")
     if (
         langid is not None
-        and sum(ch.isalpha() for ch in out) >= 30
+        and sum(ch.isalpha() for ch in out) >= MIN_LETTERS
         and langid.is_language(out, tgt_lang) is False
     ):
         reasons.append("language")
     return reasons
+
+
+def message_in_language(text: str, src_lang: str, tgt_lang: str) -> bool | None:
+    """The assembled message's language check: False when it is, with confidence, in the source
+    language rather than the target (a translation that failed mostly stays in the source). Judged
+    between those two languages only, in lingua's high-accuracy mode, and only on texts of
+    MIN_LETTERS letters or more; None when that cannot be told."""
+    if sum(ch.isalpha() for ch in text) < MIN_LETTERS or src_lang == tgt_lang:
+        return None
+    return LangId([src_lang, tgt_lang]).is_language(text, tgt_lang)

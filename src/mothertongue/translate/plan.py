@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 from mothertongue.config import Recipe
@@ -21,6 +22,7 @@ from mothertongue.conversation import Conversation, PreferencePair, read_convers
 from mothertongue.engines import Engine, load_engine
 from mothertongue.engines.catalogue import Leg, route
 from mothertongue.engines.memory import LegMemory, Memory
+from mothertongue.engines.toy import ensure_toy_model, is_toy
 from mothertongue.runs import RunDir, StageError
 from mothertongue.text.langid import LangId
 from mothertongue.text.segment import Doc, approx_tokens, has_letters, segment
@@ -187,7 +189,12 @@ def make_plan(recipe: Recipe, rundir: RunDir, load: bool = True) -> Plan:
     convs, pairs = read_input(rundir)
     units = units_of(convs, pairs)
     assign_languages(units, recipe)
-    plan = Plan(recipe, convs, pairs, units, plan_routes(units, recipe))
+    routes = plan_routes(units, recipe)
+    if load:  # `toy:PATH` models are trained here from their parallel file (the quickstart's demo MT)
+        toys = {leg.model for legs in routes.values() for leg in legs if is_toy(leg.model)}
+        trained = {m: ensure_toy_model(m, Path(recipe.base_dir), rundir.root / "toy-mt") for m in toys}
+        routes = {s: [Leg(leg.src, leg.tgt, trained.get(leg.model, leg.model)) for leg in legs] for s, legs in routes.items()}
+    plan = Plan(recipe, convs, pairs, units, routes)
     if load:
         for legs in plan.routes.values():
             for leg in legs:

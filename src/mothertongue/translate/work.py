@@ -30,7 +30,13 @@ def shard_of(text: str, n: int) -> int:
 def execute(plan: Plan, memory: Memory, shard: tuple[int, int] | None = None) -> dict:
     """Translate everything the memory lacks (this shard's part only, when sharded)."""
     t = plan.recipe.translate
-    langid = LangId(None) if t.quality_gate else None
+
+    def langid(leg: Leg) -> LangId | None:
+        # Judged between the leg's two languages only (high accuracy): a failed translation mostly
+        # stays in its source language, and an all-language guess calls short German "Latin".
+        ok = t.quality_gate and leg.tgt in lingua_codes() and leg.src in lingua_codes()
+        return LangId([leg.src, leg.tgt]) if ok else None
+
     by_leg1: dict[Leg, set[str]] = defaultdict(set)
     for u in plan.units:
         legs = plan.routes[u.src]
@@ -44,8 +50,7 @@ def execute(plan: Plan, memory: Memory, shard: tuple[int, int] | None = None) ->
         bar = tqdm(total=total, unit="seg", desc="translate", smoothing=0.1)
     stats: Counter = Counter()
     for leg, segs in by_leg1.items():
-        lid = langid if leg.tgt in lingua_codes() else None
-        stats.update(translate_leg(plan, leg, segs, memory, shard, bar, lid))
+        stats.update(translate_leg(plan, leg, segs, memory, shard, bar, langid(leg)))
     for legs in plan.routes.values():
         if len(legs) < 2:
             continue
@@ -56,7 +61,7 @@ def execute(plan: Plan, memory: Memory, shard: tuple[int, int] | None = None) ->
             for s, (tgt, _st) in got.items()
             if shard is None or shard_of(s, shard[1]) == shard[0]
         }
-        lid = langid if second.tgt in lingua_codes() else None
+        lid = langid(second)
         stats.update(
             {
                 f"pivot_{k}": v
