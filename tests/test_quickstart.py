@@ -35,7 +35,8 @@ def test_quickstart_translates_the_english_data_exactly(quickstart_run):
     assert report["messages_by_pair"] == {"en->de": 154}  # 77 instructions and their 77 answers
     assert report["passthrough_messages"] == 0
     segments = report["segments"]
-    assert segments["translated"] + segments.get("from_memory", 0) == segments["distinct"] == 162
+    assert segments["translated"] + segments["from_memory"] == segments["segments"] == 162
+    assert segments["flagged"] == 0
     train, held_out = german_reference()
     assert sorted(translated(quickstart_run, "train")) == sorted(train)
     assert sorted(translated(quickstart_run, "test")) == sorted(held_out)
@@ -66,3 +67,12 @@ def test_quickstart_artifacts(quickstart_run):
     assert report["splits"] == {"train": 67, "dev": 0, "test": 10}
     gens = [json.loads(x) for x in (quickstart_run / "evaluate" / "generations.jsonl").read_text().splitlines()]
     assert {g["model"] for g in gens} == {"base", "tuned"}
+
+
+def test_quickstart_rerun_skips_every_stage(quickstart_run):
+    from helpers import mt
+
+    res = mt("run", REPO / "recipes" / "quickstart.yaml", f"run_dir={quickstart_run}", timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for stage in ("ingest", "translate", "build", "train", "evaluate"):
+        assert f"[{stage}] skipped" in res.stdout, res.stdout
