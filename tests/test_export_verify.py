@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mothertongue.errors import UsageError
 from mothertongue.export.base import Exporter, Job
 from mothertongue.runs import StageError
 
@@ -152,7 +153,7 @@ def test_a_registered_exporter_runs_through_the_same_door(quickstart_run, tmp_pa
         export(quickstart_run, tmp_path, ("broken",), log=lambda m: None)
     assert not (tmp_path / "merged").exists(), "failed before the merge"
     with pytest.raises(
-        StageError, match=r"export option broken\.colour: Extra inputs are not permitted"
+        UsageError, match=r"export option broken\.colour: Extra inputs are not permitted"
     ):
         export(
             quickstart_run,
