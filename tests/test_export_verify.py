@@ -163,7 +163,7 @@ def test_a_registered_exporter_runs_through_the_same_door(quickstart_run, tmp_pa
             log=lambda m: None,
         )
     with pytest.raises(
-        StageError, match=r"export option ct2\.quantization: Input should be a valid string"
+        UsageError, match=r"export option ct2\.quantization: Input should be a valid string"
     ):
         export(quickstart_run, tmp_path, ("ct2",), ct2_quantization=8, log=lambda m: None)
 
