@@ -268,11 +268,11 @@ def test_cpt_with_and_without_extension_and_the_report_tells_the_truth(cpt_runs)
 def test_merged_export_of_the_extended_model_round_trips(cpt_runs, tmp_path):
     from transformers import AutoTokenizer
 
-    from mothertongue.export import merge
+    from mothertongue.export import export
 
-    rep = merge(cpt_runs[True], tmp_path / "merged")
+    rep = export(cpt_runs[True], tmp_path, ("merged",), log=lambda m: None)["exports"][0]
     assert rep["same_greedy_output"] and rep["same_forced_tokens"]
-    tok = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    tok = AutoTokenizer.from_pretrained(rep["path"])
     run_tok = AutoTokenizer.from_pretrained(cpt_runs[True] / "vocab" / "model")
     assert _ids(tok, DE_HELD) == _ids(run_tok, DE_HELD) and len(tok) > 512
 
