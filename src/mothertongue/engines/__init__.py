@@ -38,6 +38,10 @@ ENGINES.register(
     "llm", "mothertongue.engines.llm:LLMEngine",
     "an instruction-tuned causal LM prompted to translate (vLLM when installed)",
 )  # fmt: skip
+ENGINES.register(
+    "remote", "mothertongue.engines.remote:RemoteEngine",
+    "any OpenAI-compatible chat server (vLLM, TGI, llama.cpp, `mothertongue serve`, a hosted API)",
+)  # fmt: skip
 
 
 DEFAULT_BATCH_TOKENS = 4096
@@ -67,6 +71,8 @@ class Engine:
 
     name = "engine"
     Options: type[EngineOptions] = EngineOptions
+    # False for engines whose model lives elsewhere (a server's model name, not a folder or hub id).
+    local_model = True
 
     def __init__(
         self, model: str, device: str = "auto", options: dict[str, Any] | None = None, family: str | None = None,
@@ -83,7 +89,7 @@ class Engine:
         self.model = model
         self.device = resolve_device(device)
         self.family = family
-        if not Path(model).exists():  # a hub id: offline or unreachable is one line now, not after retries
+        if self.local_model and not Path(model).exists():  # a hub id: offline or unreachable is one line now, not after retries
             check_base_model(model, field="translation model", weights=False)
         try:
             self._load()
