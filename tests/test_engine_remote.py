@@ -16,13 +16,13 @@ import sqlite3
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from helpers import run_recipe
 from mothertongue.errors import RecipeError, StageError
+from stub_openai import Stub
 
 pytest.importorskip("fastapi")
 
@@ -134,70 +134,6 @@ def test_translates_through_mothertongue_serve(served, tmp_path):
         TEXTS
     )
     assert len({r[0] for r in memory_rows(tmp_path)}) == 2
-
-
-# ----------------------------------------------------------------------- small stdlib servers
-class Stub(ThreadingHTTPServer):
-    """Answers `[de] <text>` for the text after the prompt's last blank line; `fail_first` 500s first,
-    `hang` never answers. Records requests, the most in flight at once and Authorization headers."""
-
-    daemon_threads = True
-
-    def __init__(self, fail_first: int = 0, hang: bool = False, delay: float = 0.0):
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.fail_first, self.hang, self.delay = fail_first, hang, delay
-        self.requests = self.in_flight = self.max_in_flight = 0
-        self.auth: set[str] = set()
-        self.lock = threading.Lock()
-        self.release = threading.Event()
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self.release.set()
-        self.shutdown()
-        self.server_close()
-
-
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        s: Stub = self.server  # type: ignore[assignment]
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with s.lock:
-            s.requests += 1
-            n = s.requests
-            s.in_flight += 1
-            s.max_in_flight = max(s.max_in_flight, s.in_flight)
-            s.auth.add(self.headers.get("Authorization", ""))
-        try:
-            if s.hang:
-                s.release.wait(30)
-                return
-            time.sleep(s.delay)
-            if n <= s.fail_first:
-                self.reply(500, {"error": {"message": "overloaded"}})
-                return
-            text = body["messages"][-1]["content"].rsplit("\n\n", 1)[-1]
-            self.reply(
-                200, {"choices": [{"message": {"role": "assistant", "content": f"[de] {text}"}}]}
-            )
-        finally:
-            with s.lock:
-                s.in_flight -= 1
-
-    def reply(self, status: int, obj: dict) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
 
 def test_retries_500s_then_succeeds(tmp_path):

@@ -5,6 +5,7 @@
     mothertongue chat runs/quickstart
     mothertongue serve runs/quickstart --port 8000
     mothertongue export runs/quickstart --format merged,ct2
+    mothertongue export-data runs/quickstart             # the data as HF datasets + card
 """
 
 from __future__ import annotations
@@ -282,6 +283,26 @@ def export(
                         ct2_quantization, push_to_hub, log=typer.echo, options=parse_options(option or []))
     typer.echo(f"[export] report: {Path(out) if out else Path(run_dir) / 'export'}/report.json "
                f"({len(result['exports'])} exports loaded back and generated with)")
+
+
+@app.command("export-data")
+def export_data(
+    run_dir: str = typer.Argument(..., help="A run directory (translate or ingest finished)."),
+    out: str = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/export-data)."),
+    push_to_hub: str = typer.Option(None, "--push-to-hub", help="Also upload the folder to this hub dataset repo (private unless --public)."),
+    public: bool = typer.Option(False, "--public", help="With --push-to-hub: make a new repo public."),
+) -> None:
+    """The run's data as datasets others load: Parquet (HF datasets), OpenAI/ShareGPT JSONL, TRL pairs, a card."""
+    from mothertongue.export.data import export_data as run_export_data
+
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    if public and not push_to_hub:
+        raise UsageError("--public only applies with --push-to-hub REPO")
+    r = run_export_data(Path(run_dir), Path(out) if out else None, push_to_hub, public)
+    splits = ", ".join(f"{s} {n}" for s, n in r["conversations"].items())
+    typer.echo(f"[export-data] {r['out']}: conversations {splits}; preference pairs {sum(r['preference'].values())}; "
+               f"card {r['out']}/README.md" + (f"; pushed to {r['pushed']}" if r.get("pushed") else ""))
 
 
 @app.command()
