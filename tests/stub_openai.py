@@ -24,6 +24,7 @@ class Stub(ThreadingHTTPServer):
         self.fail_first, self.hang, self.delay = fail_first, hang, delay
         self.requests = self.in_flight = self.max_in_flight = 0
         self.auth: set[str] = set()
+        self.texts: list[str] = []  # the text of every request that was answered
         self.lock = threading.Lock()
         self.release = threading.Event()
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -60,6 +61,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(500, {"error": {"message": "overloaded"}})
                 return
             text = body["messages"][-1]["content"].rsplit("\n\n", 1)[-1]
+            with s.lock:
+                s.texts.append(text)
             self.reply(
                 200, {"choices": [{"message": {"role": "assistant", "content": f"[de] {text}"}}]}
             )

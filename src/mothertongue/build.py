@@ -293,7 +293,7 @@ def mix_items(recipe: Recipe, run: RunDir, instr: list[Item]) -> tuple[dict[str,
                 tasks.append((f"translation-{i}-{d}", with_system(msgs, sp), None))
         pools["translation"] = tasks
     raw_text: list[str] = []
-    chunks = mix.native_chunks(recipe) if cfg.native else []
+    chunks = mix.native_chunks(recipe, run)  # build.native and the run's documents
     if chunks and cfg.native_as == "raw":
         raw_text = chunks
     elif chunks:

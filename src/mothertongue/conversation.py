@@ -260,6 +260,42 @@ def read_conversations(path: Path) -> list[Conversation]:
     return out
 
 
+@dataclass
+class Document:
+    """Plain text to translate and to train on as native text (continued pretraining)."""
+
+    id: str
+    text: str
+    lang: str | None = None
+    source: str = ""
+    meta: dict = field(default_factory=dict)
+    origin: tuple | None = field(default=None, repr=False, compare=False)
+
+    def validate(self) -> None:
+        if not self.id:
+            raise DataError("document has an empty id")
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise DataError(f"document {self.id!r}: text is empty")
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "text": self.text, "lang": self.lang, "source": self.source, "meta": self.meta}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Document:
+        return cls(id=str(d["id"]), text=d["text"], lang=d.get("lang"), source=d.get("source", ""),
+                   meta=dict(d.get("meta") or {}))  # fmt: skip
+
+
+def read_documents(path: Path) -> list[Document]:
+    out = []
+    for lineno, d in iter_jsonl(path):
+        try:
+            out.append(Document.from_dict(d))
+        except (KeyError, TypeError) as e:
+            raise DataError(f"{path}:{lineno}: not a document record (field {e})") from None
+    return out
+
+
 def read_pairs(path: Path) -> list[PreferencePair]:
     out = []
     for lineno, d in iter_jsonl(path):

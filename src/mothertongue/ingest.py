@@ -29,6 +29,7 @@ from mothertongue.conversation import (
     SPLITS,
     Conversation,
     DataError,
+    Document,
     PreferencePair,
     split_of,
     stable_fraction,
@@ -38,16 +39,18 @@ from mothertongue.formats import FORMATS, IngestReport, detect_format
 from mothertongue.registry import UnknownName
 from mothertongue.runs import RunDir, atomic_write_json
 
-Record = Conversation | PreferencePair
+Record = Conversation | PreferencePair | Document
 __all__ = ["SPLITS", "split_of", "read_sources", "run", "format_report"]
 
 
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
 
 
-def _exact_key(r: Conversation | PreferencePair) -> tuple:
+def _exact_key(r: Record) -> tuple:
     """Identical text, as a tuple of the record's own strings: hashed in C, nothing copied,
     and compared in full on a hash match (no digest whose collision could drop a record)."""
+    if isinstance(r, Document):
+        return ("\x1c", r.text)
     if isinstance(r, PreferencePair):
         return (*(x for m in r.prompt for x in (m.role, m.content)), "\x1d", r.chosen, r.rejected)
     return tuple(x for m in r.messages for x in (m.role, m.content))
@@ -67,7 +70,7 @@ def _histogram(values: list[int], edges=(0, 64, 128, 256, 512, 1024, 2048, 4096,
     return {labels[i]: counts[i] for i in sorted(counts)}
 
 
-def _where(r: Conversation | PreferencePair) -> str:
+def _where(r: Record) -> str:
     m = r.meta
     if "line" in m:
         return f"{m.get('file', r.source)}:{m['line']}"
@@ -126,13 +129,16 @@ class Ledger:
 
 
 def read_sources(
-    recipe: Recipe, report: IngestReport, per_source: list[dict] | None = None, ledger: Ledger | None = None
+    recipe: Recipe, report: IngestReport, per_source: list[dict] | None = None, ledger: Ledger | None = None,
+    documents: list[Document] | None = None,
 ) -> tuple[list[list[Conversation]], list[PreferencePair]]:
-    """Every source read, converted and validated: conversations per source, and all pairs."""
+    """Every source read, converted and validated: conversations per source, and all pairs
+    (documents, from `documents` sources, are appended to `documents`)."""
     per_source = per_source if per_source is not None else []
     ledger = ledger or Ledger(report)
     convs: list[list[Conversation]] = []
     pairs: list[PreferencePair] = []
+    docs = documents if documents is not None else []
     if not recipe.ingest.sources:
         raise DataError("ingest.sources is empty: add at least one source (path and format)")
     default_lang = recipe.translate.source_lang if recipe.translate.enabled else None
@@ -152,7 +158,7 @@ def read_sources(
                 raise DataError(f"{where}.format: {e}") from None
             read_before, skipped_before = report.read, sum(report.skipped.values())
             mine: list[Conversation] = []
-            n_pairs = 0
+            n_pairs = n_docs = 0
             single, limit, n = (i,), src.limit, 0  # one shared origin tuple for one-record outputs
             for rec in adapter.read(path, report):
                 rec.origin = single if rec.origin is None else (i, *rec.origin)
@@ -175,6 +181,9 @@ def read_sources(
                 if isinstance(rec, PreferencePair):
                     pairs.append(rec)
                     n_pairs += 1
+                elif isinstance(rec, Document):
+                    docs.append(rec)
+                    n_docs += 1
                 else:
                     mine.append(rec)
         except PermissionError as e:
@@ -189,6 +198,7 @@ def read_sources(
         per_source.append({
             "name": adapter.src_name, "path": str(path), "format": fmt, "detected": why if src.format == "auto" else None,
             "read": report.read - read_before, "conversations": len(mine), "pairs": n_pairs, "weight": src.weight,
+            **({"documents": n_docs} if n_docs else {}),
         })
     return convs, pairs
 
@@ -262,7 +272,8 @@ def _run(recipe: Recipe, out: Path) -> dict:
     report = IngestReport(on_error=cfg.on_error)
     ledger = Ledger(report)
     per_source: list[dict] = []
-    by_source, pairs = read_sources(recipe, report, per_source, ledger)
+    docs: list[Document] = []
+    by_source, pairs = read_sources(recipe, report, per_source, ledger, docs)
 
     seen_exact: set = set()
     seen_near: set = set()
@@ -270,7 +281,8 @@ def _run(recipe: Recipe, out: Path) -> dict:
     for src, convs in zip(cfg.sources, by_source):
         kept += _weighted(_dedup(convs, cfg.dedup, ledger, seen_exact, seen_near), src.weight, ledger)
     pairs = _dedup(pairs, cfg.dedup, ledger, set(), set())
-    for src_report, counts in zip(per_source, ledger.settle([*kept, *pairs])):
+    docs = _dedup(docs, cfg.dedup, ledger, set(), set())
+    for src_report, counts in zip(per_source, ledger.settle([*kept, *pairs, *docs])):
         src_report.update(counts)
     for i, src_report in enumerate(per_source):
         if src_report["converted"] == 0 and not cfg.allow_empty:
@@ -282,11 +294,15 @@ def _run(recipe: Recipe, out: Path) -> dict:
     for s in SPLITS:
         write_jsonl(out / f"{s}.jsonl", by_split[s])
     write_jsonl(out / "pairs.jsonl", pairs)
+    if docs:  # only when there are any: runs without documents keep their exact set of files
+        write_jsonl(out / "documents.jsonl", docs)
 
     summary = report.to_dict()
     summary["conversations"] = len(kept)
     summary["splits"] = {s: len(v) for s, v in by_split.items()}
     summary["pairs"] = len(pairs)
+    if docs:
+        summary["documents"] = len(docs)
     summary["sources"] = per_source
     summary["languages"] = dict(Counter(c.lang or "unknown" for c in kept).most_common())
     summary["message_languages"] = dict(
@@ -302,7 +318,7 @@ def format_report(s: dict) -> str:
     lines = [
         f"[ingest] read {s['read']} records: converted {s['converted']}, skipped {sum(s['skipped'].values())}; "
         f"conversations: train {s['splits']['train']}, dev {s['splits']['dev']}, test {s['splits']['test']}; "
-        f"pairs {s['pairs']}"
+        f"pairs {s['pairs']}" + (f"; documents {s['documents']}" if s.get("documents") else "")
     ]
     for src in s.get("sources", []):
         how = f"auto: {src['detected']}" if src.get("detected") else "given"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mothertongue import languages
 from mothertongue.config import NativeSourceConfig, Recipe
-from mothertongue.conversation import DataError, iter_jsonl, write_jsonl
+from mothertongue.conversation import DataError, iter_jsonl, read_documents, write_jsonl
 
 # System prompts and style tags live in prompts.py (chat, serve and evaluate need them without
 # the mix); re-exported here for callers that still import them from mix.
@@ -27,6 +27,7 @@ from mothertongue.prompts import (  # noqa: F401
     style_tags,
     system_for,
 )
+from mothertongue.runs import RunDir
 from mothertongue.text import parallel as text_parallel
 
 
@@ -79,12 +80,22 @@ def chunk_text(doc: str, size: int) -> list[str]:
     return pieces
 
 
-def native_chunks(recipe: Recipe) -> list[str]:
-    out = []
-    for src in recipe.build.native:
-        for doc in _read_native_docs(src, recipe):
-            out += chunk_text(doc, recipe.build.native_chunk_chars)
-    return out
+def run_documents(recipe: Recipe, run: RunDir | None) -> list[str]:
+    """The run's own documents in the target language: translated ones (translate/documents.jsonl),
+    or, without translation, ingested ones that are already in the target language."""
+    if run is None:
+        return []
+    path = run.stage("translate" if recipe.translate.enabled else "ingest") / "documents.jsonl"
+    if not path.exists():
+        return []
+    lang = recipe.language
+    return [d.text for d in read_documents(path) if (d.lang or lang).replace("_", "-").split("-")[0].lower() == lang]
+
+
+def native_chunks(recipe: Recipe, run: RunDir | None = None) -> list[str]:
+    """Native text cut into pieces: build.native sources, then the run's own documents."""
+    docs = [doc for src in recipe.build.native for doc in _read_native_docs(src, recipe)]
+    return [piece for doc in docs + run_documents(recipe, run) for piece in chunk_text(doc, recipe.build.native_chunk_chars)]
 
 
 def continue_task(piece: str, language: str) -> list[dict] | None:

@@ -2,7 +2,7 @@
 
     mothertongue ls formats
 
-An adapter reads one source and yields `Conversation` / `PreferencePair` records. It reports a
+An adapter reads one source and yields `Conversation` / `PreferencePair` / `Document` records. It reports a
 bad record through `report.bad(...)` (which stops the run or counts it, per `ingest.on_error`)
 and a record it filters on purpose through `report.skip(...)`; nothing disappears silently.
 """
@@ -41,6 +41,10 @@ FORMATS.register(
 )
 FORMATS.register(
     "tabular", f"{_F}.tabular:TabularAdapter", "CSV, Parquet or JSON rows with a column mapping (options.columns)"
+)
+FORMATS.register(
+    "documents", f"{_F}.documents:DocumentsAdapter",
+    "plain documents to translate / train on as native text: JSONL/Parquet text column, .txt (options.separator)",
 )
 FORMATS.register(
     "hf", f"{_F}.hf:HFAdapter", "Hugging Face dataset: hub id, save_to_disk or parquet folder (options.split)"

@@ -6,7 +6,8 @@ Each unit's `Doc` is rendered with its segments' translations (through every leg
 so code, URLs and markup come back byte-for-byte. A record with a flagged segment, or whose
 translated text the detector says is not in the target language, goes to `flagged.jsonl` (and
 out of the data unless translate.keep_flagged). Writes `{train,dev,test}.jsonl`, `pairs.jsonl`,
-`parallel.jsonl` and `flagged.jsonl` into the stage folder and returns the report's counts.
+`parallel.jsonl`, `flagged.jsonl` and, when the input has documents, `documents.jsonl` into the
+stage folder and returns the report's counts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from mothertongue.conversation import Conversation, DataError, Message, PreferencePair, write_jsonl
+from mothertongue.conversation import (
+    Conversation,
+    DataError,
+    Document,
+    Message,
+    PreferencePair,
+    write_jsonl,
+)
 from mothertongue.engines.catalogue import Leg
 from mothertongue.engines.memory import Memory
 from mothertongue.runs import StageError
@@ -99,6 +107,30 @@ def assemble(plan: Plan, memory: Memory, out: Path) -> dict:
         ],
         "flagged_kept": t.keep_flagged,
     }
+
+
+def documents(
+    plan: Plan, new_text: dict[TextKey, str], src_lang: dict[TextKey, str], flags: dict[RecordKey, list[str]],
+    flagged_rows: list[dict],
+) -> list[Document]:
+    """The translated documents (original text in meta["source_text"]); flagged ones added to flagged_rows."""
+    kept = []
+    for di, d in enumerate(plan.docs):
+        rec = RecordKey("doc", "documents", di)
+        key = TextKey(rec, "text")
+        nd = Document(d.id, new_text[key], plan.target, d.source,
+                      {**d.meta, "source_text": d.text, "source_lang": d.lang or src_lang[key]})  # fmt: skip
+        reasons = list(flags.get(rec, []))
+        try:
+            nd.validate()
+        except DataError as e:
+            reasons.append(f"invalid after translation: {e}")
+        if reasons:
+            flagged_rows.append({"kind": "document", "id": d.id, "reasons": reasons, "record": nd.to_dict()})
+            if not plan.recipe.translate.keep_flagged:
+                continue
+        kept.append(nd)
+    return kept
 
 
 def write(
@@ -189,6 +221,8 @@ def write(
                 continue
         new_pairs.append(np_)
     counts["pairs"] = write_jsonl(out / "pairs.jsonl", new_pairs)
+    if plan.docs:
+        counts["documents"] = write_jsonl(out / "documents.jsonl", documents(plan, new_text, src_lang, flags, flagged_rows))
     counts["parallel"] = write_jsonl(out / "parallel.jsonl", parallel)
     write_jsonl(out / "flagged.jsonl", flagged_rows)
     return counts, flagged_rows

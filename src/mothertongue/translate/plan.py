@@ -2,7 +2,7 @@
 
     python -c "from mothertongue.translate.plan import TextKey, RecordKey; print(TextKey(RecordKey('conv', 'train', 0), 'messages', 1).label)"
 
-Every message and preference-pair field becomes a `Unit` addressed by a `TextKey`. Its source
+Every message, preference-pair field and document becomes a `Unit` addressed by a `TextKey`. Its source
 language comes from the data (message `lang`, else the record's), else `translate.source_lang`,
 else the language detector, message by message; texts too short or too uncertain to tell get
 the dataset's dominant language (counted as guessed in the report). Each language gets a route
@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mothertongue.config import Recipe
-from mothertongue.conversation import Conversation, PreferencePair, read_conversations, read_pairs
+from mothertongue.conversation import (
+    Conversation,
+    Document,
+    PreferencePair,
+    read_conversations,
+    read_documents,
+    read_pairs,
+)
 from mothertongue.engines import Engine, load_engine
 from mothertongue.engines.catalogue import Leg, route
 from mothertongue.engines.memory import LegMemory, Memory
@@ -32,10 +39,10 @@ UNDETERMINED = "und"
 
 
 class RecordKey(NamedTuple):
-    """One conversation (`kind` "conv", its split) or one preference pair (`kind` "pair")."""
+    """One conversation (`kind` "conv", its split), preference pair ("pair") or document ("doc")."""
 
     kind: str
-    split: str  # train/dev/test for conversations; "pairs" for preference pairs
+    split: str  # train/dev/test for conversations; "pairs" for preference pairs; "documents"
     index: int
 
 
@@ -43,7 +50,7 @@ class TextKey(NamedTuple):
     """One text of a record: message i of a conversation, prompt message i, chosen or rejected."""
 
     record: RecordKey
-    field: str  # "messages", "prompt", "chosen" or "rejected"
+    field: str  # "messages", "prompt", "chosen", "rejected" or "text" (a document)
     message: int | None = None
 
     @property
@@ -51,6 +58,8 @@ class TextKey(NamedTuple):
         """Where the text is, as the report names it: `train/3/1`, `5/prompt/0`, `5/chosen`."""
         if self.record.kind == "conv":
             return f"{self.record.split}/{self.record.index}/{self.message}"
+        if self.record.kind == "doc":
+            return f"documents/{self.record.index}"
         tail = f"/{self.message}" if self.message is not None else ""
         return f"{self.record.index}/{self.field}{tail}"
 
@@ -77,6 +86,7 @@ class Plan:
     counters: dict[str, Callable[[str], int]] = field(
         default_factory=dict
     )  # model -> cached token count
+    docs: list[Document] = field(default_factory=list)
 
     @property
     def target(self) -> str:
@@ -101,17 +111,20 @@ def code(lang: str | None) -> str:
     return (lang or "").strip().replace("_", "-").split("-")[0].lower()
 
 
-def read_input(rundir: RunDir) -> tuple[dict[str, list[Conversation]], list[PreferencePair]]:
+def read_input(rundir: RunDir) -> tuple[dict[str, list[Conversation]], list[PreferencePair], list[Document]]:
     d = rundir.require("ingest", "translate")
     convs = {
         s: read_conversations(d / f"{s}.jsonl") if (d / f"{s}.jsonl").exists() else []
         for s in SPLITS
     }
     pairs = read_pairs(d / "pairs.jsonl") if (d / "pairs.jsonl").exists() else []
-    return convs, pairs
+    docs = read_documents(d / "documents.jsonl") if (d / "documents.jsonl").exists() else []
+    return convs, pairs, docs
 
 
-def units_of(convs: dict[str, list[Conversation]], pairs: list[PreferencePair]) -> list[Unit]:
+def units_of(
+    convs: dict[str, list[Conversation]], pairs: list[PreferencePair], docs: list[Document] = ()
+) -> list[Unit]:
     units = []
     for split in SPLITS:
         for ci, c in enumerate(convs[split]):
@@ -124,6 +137,8 @@ def units_of(convs: dict[str, list[Conversation]], pairs: list[PreferencePair]) 
             units.append(Unit(TextKey(rec, "prompt", mi), m.content, code(m.lang or p.lang)))
         units.append(Unit(TextKey(rec, "chosen"), p.chosen, code(p.lang)))
         units.append(Unit(TextKey(rec, "rejected"), p.rejected, code(p.lang)))
+    for di, d in enumerate(docs):
+        units.append(Unit(TextKey(RecordKey("doc", "documents", di), "text"), d.text, code(d.lang)))
     return units
 
 
@@ -186,15 +201,15 @@ def plan_routes(units: list[Unit], recipe: Recipe) -> dict[str, list[Leg]]:
 def make_plan(recipe: Recipe, rundir: RunDir, load: bool = True) -> Plan:
     """Read the input, decide languages and routes (unroutable pairs stop here), segment."""
     t = recipe.translate
-    convs, pairs = read_input(rundir)
-    units = units_of(convs, pairs)
+    convs, pairs, docs = read_input(rundir)
+    units = units_of(convs, pairs, docs)
     assign_languages(units, recipe)
     routes = plan_routes(units, recipe)
     if load:  # `toy:PATH` models are trained here from their parallel file (the quickstart's demo MT)
         toys = {leg.model for legs in routes.values() for leg in legs if is_toy(leg.model)}
         trained = {m: ensure_toy_model(m, Path(recipe.base_dir), rundir.root / "toy-mt") for m in toys}
         routes = {s: [Leg(leg.src, leg.tgt, trained.get(leg.model, leg.model)) for leg in legs] for s, legs in routes.items()}
-    plan = Plan(recipe, convs, pairs, units, routes)
+    plan = Plan(recipe, convs, pairs, units, routes, docs=docs)
     if load:
         for legs in plan.routes.values():
             for leg in legs:
