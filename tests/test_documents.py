@@ -155,3 +155,17 @@ def test_continued_pretraining_trains_on_the_translated_documents(run):
     summary = json.loads((rundir / "train" / "manifest.json").read_text())["summary"]
     assert summary["method"] == "cpt" and summary["steps"] >= 1 and summary["tokens"] > 100
     assert summary["counts"] == {"blank text rows skipped": 0}
+
+
+def test_export_data_has_the_translated_documents(run, tmp_path):
+    from datasets import load_dataset
+
+    from mothertongue.export.data import export_data
+
+    rundir, _ = run
+    out = export_data(rundir, tmp_path / "out")["out"]
+    rows = load_dataset(out, "documents", cache_dir=str(tmp_path / "cache"))["train"].to_list()
+    want = read(rundir / "translate" / "documents.jsonl")
+    assert [(r["id"], r["text"], r["source_text"]) for r in rows] == [
+        (d["id"], d["text"], d["meta"]["source_text"]) for d in want
+    ]

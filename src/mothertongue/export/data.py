@@ -13,6 +13,7 @@ has one, the build stage's, it writes:
   `from`/`value`, the system prompt in `system`), plus `dataset_info.json` for LLaMA-Factory;
 - `preference/<split>.jsonl` and `.parquet` when the run has preference pairs, in TRL's
   conversational format (`prompt` messages; `chosen`/`rejected`, one assistant message each);
+- `documents/train-....parquet` (config `documents`): translated documents (`text`, `source_text`);
 - `built/<split>.parquet` (config `built`): the build stage's training mix as messages, system
   prompts, translation tasks and native text included; `text/train.parquet` (config `text`):
   its raw native text for continued pretraining;
@@ -200,7 +201,14 @@ def export_data(
     with_tools = any(
         c.tools or any(m.tool_calls for m in c.messages) for cs in convs.values() for c in cs
     )
-    counts: dict = {"stage": stage, "conversations": {}, "preference": {}, "built": {}, "text": 0}
+    counts: dict = {
+        "stage": stage,
+        "conversations": {},
+        "preference": {},
+        "built": {},
+        "text": 0,
+        "documents": 0,
+    }
     for split, cs in convs.items():
         if not cs:
             continue
@@ -222,6 +230,12 @@ def export_data(
             write_parquet(tmp / "preference" / parquet_name(split), rows)
             write_rows(tmp / "preference" / f"{split}.jsonl", rows)
             counts["preference"][split] = len(rows)
+    if (data / "documents.jsonl").exists():
+        docs = [{"id": d["id"], "text": d["text"], "lang": d.get("lang") or "", "source": d.get("source", ""),
+                 "source_text": (d.get("meta") or {}).get("source_text", "")} for d in read_jsonl(data / "documents.jsonl")]  # fmt: skip
+        if docs:
+            write_parquet(tmp / "documents" / parquet_name("train"), docs)
+            counts["documents"] = len(docs)
     if run.complete("build"):
         build = run.stage("build")
         for split in ("train", "dev"):

@@ -39,6 +39,13 @@ def _configs(counts: dict) -> list[dict]:
         if per:
             files = [{"split": s, "path": parquet_path(folder, s)} for s in SPLITS if per.get(s)]
             configs.append({"config_name": name, "data_files": files})
+    if counts.get("documents"):
+        configs.append(
+            {
+                "config_name": "documents",
+                "data_files": [{"split": "train", "path": parquet_path("documents", "train")}],
+            }
+        )
     if counts["text"]:
         configs.append(
             {
@@ -123,6 +130,8 @@ def card(recipe: Recipe, counts: dict, reports: dict[str, dict | None]) -> str:
             lines.append(
                 f"| {name} | " + " | ".join(str(counts[key].get(s, 0)) for s in SPLITS) + " |"
             )
+    if counts.get("documents"):
+        lines.append(f"| documents (translated) | {counts['documents']} | 0 | 0 |")
     if counts["text"]:
         lines.append(f"| text (native, for continued pretraining) | {counts['text']} | 0 | 0 |")
     if tr:
