@@ -67,6 +67,16 @@ class IngestConfig(Strict):
 
 
 # -------------------------------------------------------------------------- translate
+class RayConfig(Strict):
+    """`translate.executor: ray`: where the translation workers run (pip install "mothertongue[ray]")."""
+
+    address: str | None = Field(None, description="A running Ray cluster (`auto`, `ray://host:10001`); none: start a local one.")
+    workers: int = Field(2, gt=0, description="Ray actors, each holding one engine and translating one batch at a time.")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per worker.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per worker; fractions share one (0.5: two engines per GPU).")
+    max_restarts: int = Field(3, ge=0, description="A worker process that dies is restarted this often; its batch is redone.")
+
+
 class TranslateConfig(Strict):
     enabled: bool = Field(False, description="Translate the ingested data into `language`.")
     engine: str = Field("ctranslate2", description="Translation backend (`mothertongue ls engines`).")
@@ -99,6 +109,8 @@ class TranslateConfig(Strict):
     allow_pickle: bool = Field(
         False, description="Load MT checkpoints that have only pickle weights (.bin); they can run code. Default: safetensors only."
     )
+    executor: Literal["local", "ray"] = Field("local", description="Where batches are translated: this process, or Ray workers (translate.ray).")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray executor settings.")
 
 
 class VocabConfig(Strict):
