@@ -183,7 +183,7 @@ def test_kill_at_any_step_after_the_work_leaves_old_or_new_output(tmp_path, monk
         assert len((final / "train.jsonl").read_text().splitlines()) in (2, 3)
     res = run_stage(load_recipe(p), "ingest", log=lambda m: None)
     assert run.complete("ingest") and len((final / "train.jsonl").read_text().splitlines()) == 3
-    assert sorted(q.name for q in run.root.iterdir()) == ["history.jsonl", "ingest", "recipe.resolved.yaml"]
+    assert sorted(q.name for q in run.root.iterdir()) == ["history.jsonl", "ingest", "logs", "recipe.resolved.yaml"]
     # Where the new output was complete before the kill, it is taken as it is, not redone.
     assert res.skipped == (kill_at >= 2)
 
@@ -238,7 +238,7 @@ def test_sigkill_at_every_file_operation_of_the_commit(tmp_path):
             assert len((final / "train.jsonl").read_text().splitlines()) in (2, 3)
         run_stage(load_recipe(p), "ingest", log=lambda m: None)
         assert run.complete("ingest") and len((final / "train.jsonl").read_text().splitlines()) == 3, kill_at
-        assert sorted(q.name for q in run.root.iterdir()) == ["history.jsonl", "ingest", "recipe.resolved.yaml"], kill_at
+        assert sorted(q.name for q in run.root.iterdir()) == ["history.jsonl", "ingest", "logs", "recipe.resolved.yaml"], kill_at
     assert kill_at > 5  # manifest, resolved recipe, aside, in, and the files of the old folder
 
 
@@ -253,7 +253,7 @@ def test_failing_command_keeps_the_record_of_the_run_and_leaves_no_partial(tmp_p
         run_stage(load_recipe(p, ["build.template=chatm"]), "build", log=lambda m: None)
     assert resolved.read_bytes() == before
     assert not (tmp_path / "run" / "build.partial").exists()
-    assert sorted(q.name for q in (tmp_path / "run").iterdir()) == ["history.jsonl", "ingest", "recipe.resolved.yaml"]
+    assert sorted(q.name for q in (tmp_path / "run").iterdir()) == ["history.jsonl", "ingest", "logs", "recipe.resolved.yaml"]
 
 
 def test_resolved_recipe_finds_relative_files_from_another_directory(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-from mothertongue import mix, templates
+from mothertongue import mix, progress, templates
 from mothertongue.config import Recipe
 from mothertongue.conversation import (
     SPLITS,
@@ -236,12 +236,15 @@ def prepare_tokenizer(recipe: Recipe, examples: list[list[dict]]):
     return tok, tmpl
 
 
-def build_rows(tokenizer, items: list[Item], recipe: Recipe, counts: Counter) -> list[dict]:
+def build_rows(tokenizer, items: list[Item], recipe: Recipe, counts: Counter,
+               bar: progress.Task | None = None) -> list[dict]:
     """Encode (id, messages, tools) items into training rows; too-long ones are split or dropped,
     conversations with tools are left out when the template cannot render them; all counted."""
     rows = []
     tool_support: bool | None = None  # probed once, on the first conversation that needs it
     for item_id, msgs, tools in items:
+        if bar is not None:
+            bar.advance()
         if templates.uses_tools(msgs, tools):
             if tool_support is None:
                 tool_support = templates.supports_tools(tokenizer)
@@ -329,17 +332,19 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
 
     counts: Counter[str] = Counter()
     train_rows, realised = [], {}
-    for part, items in parts.items():
-        rows = build_rows(tokenizer, items, recipe, counts)
-        realised[part] = {"examples": len(rows), "tokens": sum(len(r["input_ids"]) for r in rows)}
-        train_rows += rows
-    random.Random(recipe.seed).shuffle(train_rows)
-    if not train_rows:
-        reasons = ", ".join(f"{n} x {k}" for k, n in counts.most_common(3)) or "no conversations"
-        raise DataError(f"build: 0 training examples from {sum(len(v) for v in parts.values())} conversations "
-                        f"({reasons}); nothing to train on")
-    dev_counts: Counter[str] = Counter()
-    dev_rows = build_rows(tokenizer, dev_items, recipe, dev_counts)
+    total = sum(len(items) for items in parts.values()) + len(dev_items)
+    with progress.task("build", total=total, unit="conversations") as bar:
+        for part, items in parts.items():
+            rows = build_rows(tokenizer, items, recipe, counts, bar)
+            realised[part] = {"examples": len(rows), "tokens": sum(len(r["input_ids"]) for r in rows)}
+            train_rows += rows
+        random.Random(recipe.seed).shuffle(train_rows)
+        if not train_rows:
+            reasons = ", ".join(f"{n} x {k}" for k, n in counts.most_common(3)) or "no conversations"
+            raise DataError(f"build: 0 training examples from {sum(len(v) for v in parts.values())} conversations "
+                            f"({reasons}); nothing to train on")
+        dev_counts: Counter[str] = Counter()
+        dev_rows = build_rows(tokenizer, dev_items, recipe, dev_counts, bar)
     write_jsonl(out / "train.jsonl", train_rows)
     write_jsonl(out / "dev.jsonl", dev_rows)
     n_pref, fidelity = write_preferences(recipe, data, out)

@@ -6,6 +6,7 @@
     mothertongue serve runs/quickstart --port 8000
     mothertongue export runs/quickstart --format merged,ct2
     mothertongue export-data runs/quickstart             # the data as HF datasets + card
+    mothertongue -v run recipes/quickstart.yaml           # also the libraries' own bars and messages
 """
 
 from __future__ import annotations
@@ -35,10 +36,23 @@ TRUST_REMOTE_CODE = typer.Option(False, "--trust-remote-code",
                                  help="Run the model's own Python code (only for models you trust; a run folder never turns this on).")
 
 
+@app.callback()
+def _options(
+    verbose: bool = typer.Option(False, "--verbose", "-v",
+                                 help="Show the libraries' own progress bars and messages (they always go to RUN_DIR/logs/)."),
+) -> None:
+    from mothertongue import progress
+
+    progress.configure(verbose)
+
+
 def _recipe(path: str, overrides: list[str] | None):
     from mothertongue.config import load_recipe
+    from mothertongue.training.trackers import check
 
-    return load_recipe(path, overrides)
+    recipe = load_recipe(path, overrides)
+    check(recipe)  # a tracker named but not installed fails now, not after hours of translation
+    return recipe
 
 
 def _stage(name: str, recipe: str, overrides: list[str] | None, force: bool) -> None:
@@ -388,8 +402,13 @@ def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2 (MT_DEBUG=1 shows traces)."""
     from mothertongue.errors import MothertongueError, os_error_line
 
+    # -v is a global option; accept it after the command too (`mothertongue run r.yaml -v`)
+    args = sys.argv[1:]
+    cut = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:cut] if a in ("-v", "--verbose")]
+    rest = [a for a in args[:cut] if a not in ("-v", "--verbose")] + args[cut:]
     try:
-        app()
+        app(args=flags[:1] + rest, prog_name="mothertongue")
     except MothertongueError as e:
         if os.environ.get("MT_DEBUG"):
             raise

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mothertongue.errors import RecipeError  # noqa: F401  (raised and re-exported here)
 from mothertongue.language_codes import check_language_codes
@@ -235,6 +235,11 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
     logging_steps: int = Field(10, gt=0)
+    report_to: list[Literal["auto", "none", "tensorboard", "wandb", "mlflow", "trackio"]] = Field(
+        default_factory=lambda: ["auto"],
+        description="Experiment trackers: auto (TensorBoard when installed, in train/tensorboard/), none, or any "
+        "of tensorboard, wandb, mlflow, trackio (a named one must be installed: pip install \"mothertongue[wandb]\").",
+    )
     save_steps: int = Field(200, gt=0, description="Checkpoint every N steps (resume point).")
     eval_steps: int | None = Field(None, gt=0, description="Evaluate on dev every N steps (default: save_steps).")
     padding_free: bool = Field(
@@ -259,6 +264,20 @@ class TrainConfig(Strict):
         False, description="Also load a base model or adapter stored as pickle (.bin, .pt) rather than "
         "safetensors. Pickle files can run code when loaded: only for files you trust.",
     )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("report_to")
+    @classmethod
+    def _alone(cls, v: list[str]) -> list[str]:
+        if len(v) > 1 and ("auto" in v or "none" in v):
+            raise ValueError("auto and none stand alone; list trackers without them, e.g. [tensorboard, wandb]")
+        if not v:
+            return ["none"]
+        return v
 
 
 # --------------------------------------------------------------------- evaluate, chat

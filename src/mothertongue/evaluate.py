@@ -23,6 +23,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from mothertongue import progress
 from mothertongue.config import Recipe
 from mothertongue.conversation import Conversation, DataError, read_conversations, write_jsonl
 from mothertongue.metrics.reference import chrf, exact_match  # noqa: F401  (kept importable from here)
@@ -142,7 +143,7 @@ def score_set(name: str, items: list[Item], replies, expected: list[str], lid) -
 
 
 def score_model(model, tokenizer, stop_ids, sets: dict[str, list[Item]], recipe: Recipe, lid,
-                ppl_texts: list[str] | None = None) -> tuple[dict, list[dict]]:
+                ppl_texts: list[str] | None = None, bar: progress.Task | None = None) -> tuple[dict, list[dict]]:
     """Generate for every set (batched, chat's end-of-turn handling) and score it."""
     from mothertongue.generation import generate, generation_kwargs
     from mothertongue.metrics.perplexity import perplexity
@@ -151,7 +152,8 @@ def score_model(model, tokenizer, stop_ids, sets: dict[str, list[Item]], recipe:
     kw = generation_kwargs(cfg.preset, recipe.chat, cfg.max_new_tokens)
     scores, gens = {}, []
     for name, items in sets.items():
-        replies = generate(model, tokenizer, [i.messages for i in items], stop_ids, batch_size=cfg.batch_size, **kw)
+        replies = generate(model, tokenizer, [i.messages for i in items], stop_ids, batch_size=cfg.batch_size,
+                           on_batch=bar.advance if bar is not None else None, **kw)
         scores[name], g = score_set(name, items, replies, expected_langs(name, items, recipe, lid), lid)
         gens += g
     if ppl_texts:
@@ -180,22 +182,24 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
                   "expect_reply_in": cfg.expect_reply_in, "sets": info, "models": {}}
     all_gens = []
     which = ["base", "tuned"] if cfg.compare_base else ["tuned"]
-    for w in which:
-        model, tok, stop, _ = load_model(rundir.root, w, trust_remote_code=recipe.train.trust_remote_code)
-        scores, gens = score_model(model, tok, stop, sets, recipe, lid, ppl_texts)
-        if cfg.benchmarks:
-            from mothertongue.metrics.benchmarks import run_benchmarks
+    with progress.task("evaluate", total=len(which) * sum(map(len, sets.values())), unit="prompts") as bar:
+        for w in which:
+            model, tok, stop, _ = load_model(rundir.root, w, trust_remote_code=recipe.train.trust_remote_code)
+            bar.update(model=w)
+            scores, gens = score_model(model, tok, stop, sets, recipe, lid, ppl_texts, bar)
+            if cfg.benchmarks:
+                from mothertongue.metrics.benchmarks import run_benchmarks
 
-            bench, note = run_benchmarks(model, tok, recipe)
-            scores.update(bench)
-            card["benchmarks_note"] = note
-        card["models"][w] = scores
-        if w == "tuned" and recipe.vocab.enabled:
-            from mothertongue.vocab.stage import scorecard_section
+                bench, note = run_benchmarks(model, tok, recipe)
+                scores.update(bench)
+                card["benchmarks_note"] = note
+            card["models"][w] = scores
+            if w == "tuned" and recipe.vocab.enabled:
+                from mothertongue.vocab.stage import scorecard_section
 
-            card["vocab"] = scorecard_section(recipe, rundir, model, tok)
-        all_gens += [{"model": w, **g} for g in gens]
-        del model
+                card["vocab"] = scorecard_section(recipe, rundir, model, tok)
+            all_gens += [{"model": w, **g} for g in gens]
+            del model
     if cfg.judge.enabled and "base" in card["models"]:
         from mothertongue.metrics.judge import judge_pairwise
 

@@ -47,8 +47,9 @@ def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
 
 
 def generate(model, tokenizer, conversations: list[list[dict]], stop_ids: list[int], batch_size: int = 16,
-             streamer=None, **gen_kwargs) -> list[Reply]:
-    """Answer each conversation (a list of messages ending with a user turn)."""
+             streamer=None, on_batch=None, **gen_kwargs) -> list[Reply]:
+    """Answer each conversation (a list of messages ending with a user turn); `on_batch(n)` is
+    called after each batch of n (a progress bar)."""
     import torch
 
     device = next(model.parameters()).device
@@ -78,6 +79,8 @@ def generate(model, tokenizer, conversations: list[list[dict]], stop_ids: list[i
                 toks.append(t)
             text = tokenizer.decode(toks, skip_special_tokens=True).strip()
             replies.append(Reply(text, ended, len(toks), len(prompt)))
+        if on_batch is not None:
+            on_batch(len(batch))
     return replies
 
 

@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mothertongue import progress
 from mothertongue.config import Recipe
 from mothertongue.conversation import (
     SPLITS,
@@ -160,32 +161,36 @@ def read_sources(
             mine: list[Conversation] = []
             n_pairs = n_docs = 0
             single, limit, n = (i,), src.limit, 0  # one shared origin tuple for one-record outputs
-            for rec in adapter.read(path, report):
-                rec.origin = single if rec.origin is None else (i, *rec.origin)
-                if limit is not None and n >= limit:
-                    # past the limit: counted; an adapter that read everything before yielding
-                    # (OASST) is drained so each of its records is accounted for
-                    ledger.drop(rec, f"beyond the source's limit ({limit})")
-                    if adapter.collects:
+            with progress.task(f"ingest {adapter.src_name}", unit="records") as bar:
+                for seen, rec in enumerate(adapter.read(path, report)):
+                    if seen % 1000 == 0:  # an update per record would cost more than the record
+                        bar.update(completed=report.read - read_before)
+                    rec.origin = single if rec.origin is None else (i, *rec.origin)
+                    if limit is not None and n >= limit:
+                        # past the limit: counted; an adapter that read everything before yielding
+                        # (OASST) is drained so each of its records is accounted for
+                        ledger.drop(rec, f"beyond the source's limit ({limit})")
+                        if adapter.collects:
+                            continue
+                        report.notes.append(f"{path}: stopped after limit={limit} records")
+                        break
+                    n += 1
+                    try:
+                        rec.validate()
+                    except DataError as e:
+                        ledger.drop(rec, "invalid conversation", str(e))
                         continue
-                    report.notes.append(f"{path}: stopped after limit={limit} records")
-                    break
-                n += 1
-                try:
-                    rec.validate()
-                except DataError as e:
-                    ledger.drop(rec, "invalid conversation", str(e))
-                    continue
-                if rec.lang is None:
-                    rec.lang = default_lang
-                if isinstance(rec, PreferencePair):
-                    pairs.append(rec)
-                    n_pairs += 1
-                elif isinstance(rec, Document):
-                    docs.append(rec)
-                    n_docs += 1
-                else:
-                    mine.append(rec)
+                    if rec.lang is None:
+                        rec.lang = default_lang
+                    if isinstance(rec, PreferencePair):
+                        pairs.append(rec)
+                        n_pairs += 1
+                    elif isinstance(rec, Document):
+                        docs.append(rec)
+                        n_docs += 1
+                    else:
+                        mine.append(rec)
+                bar.update(completed=report.read - read_before)
         except PermissionError as e:
             raise DataError(f"{where}.path: {e.filename or path}: permission denied") from None
         except IsADirectoryError as e:

@@ -4,6 +4,7 @@
       recipe.resolved.yaml      the recipe as run (overrides applied, base folder recorded)
       ingest/ translate/ build/ train/ evaluate/     one folder per stage
         manifest.json           written last: lists every file; a folder without it, or missing a file it lists, is not complete
+      logs/<stage>.txt          everything each attempt printed and logged (outside the stage folder: kept when it fails)
 
     path, skipped, summary = run_stage(recipe, "build")
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
+from mothertongue import progress
 from mothertongue.config import Recipe, load_recipe, save_resolved
 from mothertongue.errors import MothertongueError, StageError
 from mothertongue.registry import Registry
@@ -197,6 +199,7 @@ class RunDir:
     TEMPLATE_INFO: ClassVar[str] = "mothertongue_template.json"
     RECIPE_COPY: ClassVar[str] = "mothertongue_recipe.yaml"  # beside a saved model: its recipe
     HISTORY: ClassVar[str] = "history.jsonl"  # every stage attempt: started, ran, skipped, failed
+    LOGS: ClassVar[str] = "logs"  # logs/<stage>.txt: what each attempt printed and logged
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -214,6 +217,12 @@ class RunDir:
         event = {"stage": stage, "outcome": outcome, "at": time.strftime("%Y-%m-%d %H:%M:%S"), **fields}
         with open(self.history_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(event, ensure_ascii=False) + "\n")
+
+    def log_path(self, stage: str) -> Path:
+        """The stage's log file; beside the stage folders (not in them) so a failed attempt's log
+        stays. Under `accelerate launch` each rank but the main one writes its own."""
+        rank = int(os.environ.get("RANK", "0"))
+        return self.root / self.LOGS / (f"{stage}.txt" if rank == 0 else f"{stage}.rank{rank}.txt")
 
     @property
     def model_info_path(self) -> Path:
@@ -289,6 +298,8 @@ def _relevant_config(recipe: Recipe, name: str) -> dict:
     row, d = stage_row(name), recipe.dump()
     cfg = {k: d[k] for k in row.config_keys}
     cfg[name] = d.get(name)
+    if name == "train":
+        cfg[name].pop("report_to", None)  # where metrics are reported does not change the model
     if row.inputs is not None:
         cfg.update(row.inputs(recipe))
     return cfg
@@ -389,7 +400,8 @@ def run_stage(recipe: Recipe, name: str, force: bool = False,
     if _is_main():
         rundir.note(name, "started")
     try:
-        summary = fn(recipe, rundir, partial) or {}
+        with progress.stage(name, rundir.log_path(name)):
+            summary = fn(recipe, rundir, partial) or {}
     except BaseException as e:
         # A failed attempt must not look like work in progress; resumable stages keep it to resume.
         if _is_main():

@@ -4,10 +4,10 @@
     mothertongue status runs/quickstart --json     # the same for scripts
 
 For each stage of the pipeline: its state (done, skipped as unchanged at the last run, partial
-with its progress, failed with its one-line error, not started), when it last ran and for how
-long, its key counts, and the disk it uses. The states come from the stage folders and manifests
-(`runs.py`) and from `RUN_DIR/history.jsonl`, where the runner notes every attempt: ran, skipped
-or failed.
+with its progress, failed with its one-line error and its log file, not started), when it last
+ran and for how long, its key counts, and the disk it uses. The states come from the stage
+folders and manifests (`runs.py`) and from `RUN_DIR/history.jsonl`, where the runner notes every
+attempt: ran, skipped or failed; each attempt's output is in `RUN_DIR/logs/<stage>.txt`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from mothertongue.progress import num
 from mothertongue.runs import ORDER, RunDir, manifest_intact, read_manifest, stage_row
 
 
@@ -35,11 +36,6 @@ def human_bytes(n: int) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
-def _num(v) -> str:
-    """Numbers rounded for people: 4 significant digits."""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
 
 
 def key_counts(name: str, summary: dict) -> dict:
@@ -116,8 +112,10 @@ def stage_states(run_dir: Path) -> list[dict]:
         manifest = read_manifest(final)
         complete = manifest is not None and manifest_intact(final, manifest)
         ev = events.get(name, {})
+        log = rundir.log_path(name)
         row = {"stage": name, "state": "not started", "when": None, "seconds": None, "counts": {},
-               "disk": disk_bytes(final) + disk_bytes(partial), "error": None}  # fmt: skip
+               "disk": disk_bytes(final) + disk_bytes(partial), "error": None,
+               "log": str(log) if log.exists() else None}  # fmt: skip
         if complete:
             row.update(when=manifest.get("finished"), seconds=manifest.get("seconds"),
                        counts=key_counts(name, manifest.get("summary") or {}))  # fmt: skip
@@ -136,11 +134,13 @@ def format_status(run_dir: Path, rows: list[dict]) -> str:
     lines = [f"{run_dir}"]
     w = max(len(r["state"]) for r in rows)
     for r in rows:
-        counts = ", ".join(f"{k} {_num(v)}" for k, v in r["counts"].items() if v is not None)
-        took = f"{_num(float(r['seconds']))} s" if r["seconds"] is not None else ""
+        counts = ", ".join(f"{k} {num(v)}" for k, v in r["counts"].items() if v is not None)
+        took = f"{num(float(r['seconds']))} s" if r["seconds"] is not None else ""
         when = r["when"] or ""
         line = f"  {r['stage']:<10} {r['state']:<{w}}  {when:<19} {took:>9}  {human_bytes(r['disk']):>10}"
         lines.append(line.rstrip() + (f"\n             {counts}" if counts else ""))
         if r["error"]:
             lines.append(f"             error: {r['error']}")
+            if r.get("log"):
+                lines.append(f"             log:   {r['log']}")
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from mothertongue.models import (
     read_template_info,
     stop_token_ids,
 )
+from mothertongue.progress import num
 from mothertongue.runs import RunDir, atomic_write_json, write_folder
 from mothertongue.vocab.stage import base_model_path
 
@@ -258,8 +259,9 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
         # Under `accelerate launch` every rank runs the stage; only the main one may write the
         # manifest and move train.partial into place, so the others stop here, successfully.
         raise SystemExit(0)
+    dev = f", dev loss {num(summary['eval_loss'])}" if summary["eval_loss"] is not None else ""
     print(
-        f"[train] {summary['steps']} steps, loss {summary['first_loss']} -> {summary['final_loss']}"
-        f" ({summary['tokens_per_s']} tokens/s, {summary['precision']}, {summary['world_size']} process(es))"
+        f"[train] {summary['steps']} steps, loss {num(summary['first_loss'])} -> {num(summary['final_loss'])}{dev}"
+        f" ({num(summary['tokens_per_s'])} tokens/s, {summary['precision']}, {summary['world_size']} process(es))"
     )
     return summary

@@ -34,6 +34,8 @@ def train_toy_marian(
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
 
+    from mothertongue import progress
+
     rng = random.Random(seed)
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
@@ -64,14 +66,17 @@ def train_toy_marian(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     model.train()
     pairs = list(pairs)
-    for _ in range(steps):
-        batch = rng.sample(pairs, min(batch_size, len(pairs)))
-        enc = fast([s for s, _ in batch], text_target=[t for _, t in batch], padding=True, return_tensors="pt")
-        enc["labels"][enc["labels"] == pad_id] = -100
-        model(**enc).loss.backward()
-        opt.step()
-        sched.step()
-        opt.zero_grad()
+    with progress.task("toy MT model", total=steps, unit="steps") as bar:
+        for _ in range(steps):
+            batch = rng.sample(pairs, min(batch_size, len(pairs)))
+            enc = fast([s for s, _ in batch], text_target=[t for _, t in batch], padding=True, return_tensors="pt")
+            enc["labels"][enc["labels"] == pad_id] = -100
+            loss = model(**enc).loss
+            loss.backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            bar.update(completed=bar.completed + 1, loss=loss.item())
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mothertongue import progress
 from mothertongue.errors import UsageError
 from mothertongue.export.base import Exporter, Job
 from mothertongue.export.converter import LLAMA_CPP_PYTHON_VERSION, fetch_llama_cpp, find_llama_cpp
@@ -154,10 +155,14 @@ def export(
         exp.check(job)
     out.mkdir(parents=True, exist_ok=True)
     reports = []
-    for exp in exporters:
-        rep = exp.export(job)
-        reports.append(rep)
-        log(f"[export] {exp.summary(rep)}")
+    with progress.stage("export", RunDir(run_dir).log_path("export")), \
+            progress.task("export", total=len(exporters), unit="formats") as bar:
+        for exp in exporters:
+            bar.update(format=exp.name)
+            rep = exp.export(job)
+            reports.append(rep)
+            log(f"[export] {exp.summary(rep)}")
+            bar.advance()
     result = {"run_dir": str(run_dir), "exports": reports}
     atomic_write_json(out / "report.json", result)
     return result

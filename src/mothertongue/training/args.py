@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mothertongue import progress
 from mothertongue.config import Recipe
 from mothertongue.models import train_precision
+from mothertongue.training.trackers import report_to
 
 # Peak learning rates that work for most models; full fine-tuning moves every weight, so it
 # needs a rate about ten times smaller than an adapter. Preference methods start from a
@@ -97,13 +99,13 @@ def common_args(recipe: Recipe, out: Path, has_eval: bool, hidden_size: int | No
         bf16=mode == "bf16",
         fp16=mode == "fp16",
         activation_checkpointing=cfg.gradient_checkpointing,
-        report_to=["tensorboard"],
+        report_to=report_to(recipe),
         dataloader_num_workers=0,
         use_cpu=not on_gpu,
         ddp_backend="gloo" if not on_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         ddp_find_unused_parameters=False,
         include_num_input_tokens_seen="non_padding",
-        disable_tqdm=True,
+        disable_tqdm=not progress.verbose(),  # `mothertongue -v`: the Trainer's own bar and dicts
     )
 
 

@@ -17,15 +17,18 @@ from pathlib import Path
 
 from peft import LoraConfig, prepare_model_for_kbit_training
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import DPOTrainer, SFTTrainer
 from trl.experimental.orpo import ORPOTrainer
 from trl.kernels.chunked_logprob import _use_triton
 
+from mothertongue import progress
 from mothertongue.config import Recipe
 from mothertongue.runs import atomic_write_json
 from mothertongue.training import cpu
 from mothertongue.training.args import learning_rate, make_args
+from mothertongue.training.callbacks import TrainProgress
 
 
 class ResumableLogging:
@@ -219,6 +222,10 @@ def build_trainer(recipe: Recipe, model, tokenizer, train_ds, eval_ds, out: Path
         processing_class=tokenizer,
         peft_config=peft,
     )
+    if not progress.verbose():  # the metrics dicts and tqdm bar go to the log and our display instead
+        for cb in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(cb)
+    trainer.add_callback(TrainProgress())
     if cfg.train_embeddings:
         trainer.embedding_modules = tuple(emb_names)
         trainer.embedding_lr = cfg.embedding_learning_rate or learning_rate(recipe) / 10

@@ -18,6 +18,7 @@ import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 
+from mothertongue import progress
 from mothertongue.config import TranslateConfig
 from mothertongue.engines import Engine
 from mothertongue.engines.catalogue import Leg
@@ -49,16 +50,12 @@ def execute(plan: Plan, memory: Memory, shard: tuple[int, int] | None = None) ->
         if legs:
             by_leg1[legs[0]].update(u.doc.segments())
     total = sum(len(v) for v in by_leg1.values())
-    bar = None
-    if t.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="seg", desc="translate", smoothing=0.1)
     stats: Counter = Counter()
     executor = make_executor(plan)
     try:
-        for leg, segs in by_leg1.items():
-            stats.update(translate_leg(plan, executor, leg, segs, memory, shard, bar))
+        with progress.task("translate", total=total, unit="segments", enabled=t.progress) as bar:
+            for leg, segs in by_leg1.items():
+                stats.update(translate_leg(plan, executor, leg, segs, memory, shard, bar))
         for legs in plan.routes.values():
             if len(legs) < 2:
                 continue
@@ -69,16 +66,12 @@ def execute(plan: Plan, memory: Memory, shard: tuple[int, int] | None = None) ->
                 for s, (tgt, _st) in got.items()
                 if shard is None or shard_of(s, shard[1]) == shard[0]
             }
-            stats.update(
-                {
-                    f"pivot_{k}": v
-                    for k, v in translate_leg(plan, executor, second, mids, memory, None, None).items()
-                }
-            )
+            name = f"translate {second.src}->{second.tgt}"
+            with progress.task(name, total=len(mids), unit="segments", enabled=t.progress) as bar:
+                pivot = translate_leg(plan, executor, second, mids, memory, None, bar)
+            stats.update({f"pivot_{k}": v for k, v in pivot.items()})
     finally:
         executor.close()
-        if bar is not None:
-            bar.close()
     stats["segments"] = total
     return dict(stats)
 
@@ -136,7 +129,7 @@ def make_executor(plan: Plan):
 
 
 def translate_leg(
-    plan: Plan, executor, leg: Leg, sources: set[str], memory: Memory, shard, bar
+    plan: Plan, executor, leg: Leg, sources: set[str], memory: Memory, shard, bar: progress.Task
 ) -> dict[str, int]:
     """Translate the sources of one leg that the memory lacks; commit one engine batch at a time
     (in the order the executor finishes them: each batch is one transaction either way)."""
@@ -148,12 +141,12 @@ def translate_leg(
         s for s in sources if s not in have and (shard is None or shard_of(s, shard[1]) == shard[0])
     )
     stats = {"from_memory": len(sources) - len(todo), "translated": 0, "retried": 0, "flagged": 0}
+    bar.skip(len(sources) - len(todo))  # in the memory already, or another shard's
     batches = [[todo[i] for i in b] for b in eng.batches(todo, t.beam_size, plan.count_tokens(leg.model))]
     for chunk, outs, status, counts in executor.run(leg, batches):
         store.put(zip(chunk, outs, status))
         stats["translated"] += len(chunk)
         stats["retried"] += counts["retried"]
         stats["flagged"] += counts["flagged"]
-        if bar is not None:
-            bar.update(len(chunk))
+        bar.advance(len(chunk))
     return stats

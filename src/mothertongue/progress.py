@@ -1,0 +1,458 @@
+"""One progress display for every long stage, the stage log file, and quiet libraries.
+
+    from mothertongue import progress
+
+    with progress.task("translate", total=len(todo), unit="segments") as bar:
+        for chunk in batches:
+            ...
+            bar.advance(len(chunk))
+    bar.update(loss=0.123, lr=2e-4)          # extra fields, shown after the bar, 4 significant digits
+
+On a terminal a `rich` bar per task: stage name, bar, done/total, rate, ETA and the extra fields.
+Anywhere else (a pipe, CI, a file) plain lines: one per 10 % of the work (at most one per
+`PLAIN_MIN_S`) or every `PLAIN_EVERY_S`, and a closing line; no carriage returns, no escape codes.
+
+`stage(name, log_path)` wraps one stage: everything printed, python `logging` of the libraries
+(transformers, datasets, ...) and python warnings also go to the stage's log file (with the
+traceback when the stage fails), so a failed overnight run can be read afterwards. Library
+progress bars and chatter stay off the screen unless `configure(verbose=True)`
+(`mothertongue -v ...`), which shows them as the libraries print them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["Task", "configure", "log_line", "num", "stage", "task", "verbose"]
+
+PLAIN_EVERY_S = 60.0  # a plain line at least this often while work goes on
+PLAIN_MIN_S = 2.0  # and at most this often (10 % steps of a fast task would flood a CI log)
+PLAIN_STEP = 0.10  # a plain line each time this share of the work is done
+# Loggers whose records go to the stage log; their console output is cut to errors unless verbose.
+LIBRARIES = ("transformers", "datasets", "accelerate", "peft", "trl", "huggingface_hub", "torch",
+             "ctranslate2", "lm_eval", "urllib3", "filelock", "mothertongue")  # fmt: skip
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+
+_verbose = False
+_display: _Display | None = None  # the display of the stage running now
+_lock = threading.Lock()
+
+
+def configure(verbose: bool) -> None:
+    """Called once by the CLI. Quiet (default): the libraries' progress bars are switched off
+    (environment variables, read when they are imported, so this runs before they are)."""
+    global _verbose
+    _verbose = verbose
+    if verbose:
+        return
+    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+        os.environ.setdefault(var, "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as tlog
+
+        tlog.disable_progress_bar()
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
+def verbose() -> bool:
+    return _verbose
+
+
+def num(v: Any) -> str:
+    """A number rounded for people: 4 significant digits (7.081029891967773 -> 7.081)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    return f"{v:.4g}"
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    h, rest = divmod(s, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s" if rest >= 60 else f"{rest}s"
+
+
+def _rate(done: float, seconds: float, unit: str) -> str:
+    if seconds <= 0 or done <= 0:
+        return ""
+    per_s = done / seconds
+    # a step of a big model can take seconds: "12.5 s/step" reads better than "0.08 steps/s"
+    return f"{num(per_s)} {unit}/s" if per_s >= 1 else f"{num(1 / per_s)} s/{unit.rstrip('s') or unit}"
+
+
+class Task:
+    """One bar of the display. `advance(n)` / `update(completed=, **fields)`; `close()` (or the
+    `with` block) ends it with a closing line."""
+
+    def __init__(self, display: _Display | None, name: str, total: float | None, unit: str):
+        self.display, self.name, self.total, self.unit = display, name, total, unit
+        self.completed = 0.0
+        self.fields: dict[str, Any] = {}
+        self.started = time.monotonic()
+        self._start_done = 0.0  # work done before this process started it (a resumed run)
+        self._last_line, self._last_share, self._lines = self.started, 0.0, 0
+        self._rich_id = None
+        self.closed = False
+
+    def __enter__(self) -> Task:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def advance(self, n: float = 1) -> None:
+        self.update(completed=self.completed + n)
+
+    def update(self, completed: float | None = None, total: float | None = None, **fields: Any) -> None:
+        """Set progress and extra fields (shown after the bar in the order first named; None: not shown)."""
+        if self.closed:
+            return
+        if total is not None:
+            self.total = total
+        if completed is not None:
+            self.completed = completed
+        self.fields.update(fields)
+        if self.display is not None:
+            self.display.changed(self)
+
+    def skip(self, n: float) -> None:
+        """Work found done (a resumed run, segments already in the memory): counted, not in the rate."""
+        self._start_done += n
+        self.completed += n
+        self.update()
+
+    def info(self) -> str:
+        return ", ".join(f"{k} {num(v)}" for k, v in self.fields.items() if v is not None)
+
+    def count(self) -> str:
+        if self.total:
+            return f"{num(self.completed)}/{num(self.total)} {self.unit}"
+        return f"{num(self.completed)} {self.unit}"
+
+    def rate(self) -> str:
+        return _rate(self.completed - self._start_done, time.monotonic() - self.started, self.unit)
+
+    def eta(self) -> str:
+        done = self.completed - self._start_done
+        if not self.total or done <= 0 or self.completed >= self.total:
+            return ""
+        return _duration((self.total - self.completed) * (time.monotonic() - self.started) / done)
+
+    def line(self, closing: bool = False) -> str:
+        """The plain-text form: `[train] 120/400 steps (30%), 2.1 steps/s, ETA 2m13s; loss 1.234`."""
+        parts = [self.count() + (f" ({self.completed / self.total:.0%})" if self.total else "")]
+        if self.rate():
+            parts.append(self.rate())
+        if closing:
+            parts.append(f"took {_duration(time.monotonic() - self.started)}")
+        elif self.eta():
+            parts.append(f"ETA {self.eta()}")
+        info = self.info()
+        return f"[{self.name}] " + ", ".join(parts) + (f"; {info}" if info else "")
+
+    def due(self) -> bool:
+        """Whether a plain line is due (10 % more done, or a minute since the last line)."""
+        now = time.monotonic()
+        since = now - self._last_line
+        share = self.completed / self.total if self.total else 0.0
+        return since >= PLAIN_EVERY_S or (share >= self._last_share + PLAIN_STEP and since >= PLAIN_MIN_S)
+
+    def mark_line(self) -> None:
+        self._last_line = time.monotonic()
+        self._last_share = self.completed / self.total if self.total else 0.0
+        self._lines += 1
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self.display is not None:
+            self.display.finish(self)
+        self.closed = True
+
+
+class _Display:
+    """The tasks of one stage: a live `rich` display on a terminal, plain lines elsewhere; the
+    plain lines always go to the stage log too."""
+
+    def __init__(self, out: TextIO, log: TextIO | None):
+        self.out, self.log = out, log
+        self.tasks: list[Task] = []
+        self.progress = None
+        isatty = getattr(out, "isatty", None)
+        self.live = (not _verbose and bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
+                     and int(os.environ.get("RANK", "0")) == 0)  # fmt: skip
+
+    def _rich(self):
+        if self.progress is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn
+
+            fields = [TextColumn(f"{{task.fields[{k}]}}") for k in ("count", "rate", "eta", "info")]
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=30), *fields,
+                                     console=Console(file=self.out), redirect_stdout=False,
+                                     redirect_stderr=False, refresh_per_second=4)  # fmt: skip
+            self.progress.start()
+        return self.progress
+
+    def add(self, t: Task) -> None:
+        self.tasks.append(t)
+        if self.live:
+            t._rich_id = self._rich().add_task(t.name, total=t.total, count="", rate="", eta="", info="")
+            self._show(t)
+
+    def _show(self, t: Task, closing: bool = False) -> None:
+        eta = f"took {_duration(time.monotonic() - t.started)}" if closing else f"ETA {t.eta()}" if t.eta() else ""
+        self.progress.update(t._rich_id, completed=t.completed, total=t.total, count=t.count(), rate=t.rate(),
+                             eta=eta, info=t.info())  # fmt: skip
+
+    def changed(self, t: Task) -> None:
+        if self.live and t._rich_id is not None:
+            self._show(t)
+        if t.due():
+            self.plain(t.line())
+            t.mark_line()
+
+    def finish(self, t: Task) -> None:
+        # a task of a second or two printed nothing on the way and needs no closing line
+        if t._lines or time.monotonic() - t.started >= PLAIN_MIN_S:
+            self.plain(t.line(closing=True))
+        if self.live and t._rich_id is not None:
+            self._show(t, closing=True)
+            self.progress.refresh()
+        if t in self.tasks:
+            self.tasks.remove(t)
+
+    def plain(self, line: str) -> None:
+        if self.live:
+            if self.log is not None:
+                self.log.write(line + "\n")
+        else:
+            # through sys.stdout, which (inside a stage) also writes the stage log
+            print(line, flush=True)
+
+    def echo(self, text: str) -> None:
+        """A printed line while the live display runs: shown above the bars."""
+        self.progress.console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+    def close(self) -> None:
+        for t in list(self.tasks):
+            t.close()
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+@contextmanager
+def task(name: str, total: float | None = None, unit: str = "items", enabled: bool = True) -> Iterator[Task]:
+    """A bar for `name` in the current stage's display (or a display of its own outside a stage)."""
+    own = None
+    display = _display
+    if enabled and display is None:
+        display = own = _Display(sys.stdout, None)
+    t = Task(display if enabled else None, name, total, unit)
+    if t.display is not None:
+        t.display.add(t)
+    try:
+        yield t
+    finally:
+        t.close()
+        if own is not None:
+            own.close()
+
+
+def open_task(name: str, total: float | None = None, unit: str = "items") -> Task:
+    """A task closed by `close()` rather than a `with` block (for callbacks); the stage's display
+    closes it at the latest."""
+    display = _display
+    t = Task(display, name, total, unit)
+    if display is not None:
+        display.add(t)
+    return t
+
+
+def log_line(text: str) -> None:
+    """A line for the stage log only (e.g. the trainer's full metrics at each logging step)."""
+    display = _display
+    if display is not None and display.log is not None:
+        display.log.write(text.rstrip("\n") + "\n")
+
+
+class _Tee(io.TextIOBase):
+    """sys.stdout / sys.stderr during a stage: the console as before, and the stage log."""
+
+    def __init__(self, stream: TextIO, log: TextIO, display: _Display):
+        self.stream, self.log, self.display = stream, log, display
+        self._pending = ""
+
+    def write(self, s: str) -> int:
+        with _lock:
+            self.log.write(_ANSI.sub("", s).replace("\r\n", "\n").replace("\r", "\n"))
+            if self.display.live and self.display.progress is not None:
+                self._pending += s
+                *lines, self._pending = self._pending.split("\n")
+                for ln in lines:
+                    self.display.echo(ln)
+            else:
+                self.stream.write(s)
+        return len(s)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", "utf-8")
+
+    def writable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        """Show a last line that never got its newline."""
+        if self._pending and self.display.progress is not None:
+            self.display.echo(self._pending)
+        self._pending = ""
+
+
+class _Counter(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.n = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.n += 1
+
+
+@contextmanager
+def _library_logging(log: TextIO) -> Iterator[_Counter]:
+    """Library log records (INFO and up) into the stage log; on the console only errors unless
+    verbose. Everything is put back afterwards."""
+    fh = logging.StreamHandler(log)
+    fh.setLevel(logging.INFO)
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    counter = _Counter()
+    undo: list = []
+    root = logging.getLogger()
+    for h in (fh, counter):
+        root.addHandler(h)
+        undo.append(lambda h=h: root.removeHandler(h))
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        old = root.level
+        root.setLevel(logging.INFO)
+        undo.append(lambda: root.setLevel(old))
+    for name in LIBRARIES:
+        lg = logging.getLogger(name)
+        shown = lg.getEffectiveLevel()
+        if lg.level != logging.INFO:
+            old_level = lg.level
+            lg.setLevel(logging.INFO)
+            undo.append(lambda lg=lg, v=old_level: lg.setLevel(v))
+        if not lg.propagate:
+            for h in (fh, counter):
+                lg.addHandler(h)
+                undo.append(lambda lg=lg, h=h: lg.removeHandler(h))
+        for h in lg.handlers:
+            if h in (fh, counter):
+                continue
+            old_h = h.level
+            h.setLevel(max(old_h, shown) if _verbose else max(old_h, logging.ERROR))
+            undo.append(lambda h=h, v=old_h: h.setLevel(v))
+    if _verbose:
+        # what the libraries would have shown without us: warnings on stderr
+        console = logging.StreamHandler(sys.stderr)
+        console.setLevel(logging.WARNING)
+        root.addHandler(console)
+        undo.append(lambda: root.removeHandler(console))
+    else:
+        logging.captureWarnings(True)  # python warnings -> the log file, not the screen
+        undo.append(lambda: logging.captureWarnings(False))
+    try:
+        yield counter
+    finally:
+        for u in reversed(undo):
+            u()
+
+
+def _command() -> str:
+    args = " ".join(sys.argv[1:])
+    return f"mothertongue {args}" if "mothertongue" in sys.argv[0] else " ".join(sys.argv)
+
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = [f"python {sys.version.split()[0]}"]
+    for pkg in ("mothertongue", "torch", "transformers", "trl", "peft", "datasets"):
+        try:
+            out.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
+@contextmanager
+def stage(name: str, log_path: Path | None) -> Iterator[None]:
+    """Run a stage with its display and its log file (appended to: each attempt has a header, and
+    a failed one its traceback). Without a log path only the display."""
+    global _display
+    if _display is not None:  # a stage inside a stage (export runs evaluate-like steps): one display
+        yield
+        return
+    log: TextIO
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115  (closed below)
+    else:
+        log = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+    started = time.time()
+    log.write(f"\n===== {name} started {time.strftime('%Y-%m-%d %H:%M:%S')} (pid {os.getpid()}) =====\n"
+              f"command: {_command()}\n{_versions()}\n")  # fmt: skip
+    display = _Display(sys.stdout, log)
+    out, err = sys.stdout, sys.stderr
+    tees = _Tee(out, log, display), _Tee(err, log, display)
+    sys.stdout, sys.stderr = tees
+    _display = display
+    outcome = "failed"
+    warnings = None
+    try:
+        with _library_logging(log) as counter:
+            warnings = counter
+            yield
+        outcome = "finished"
+    except BaseException as e:
+        if isinstance(e, SystemExit) and not e.code:
+            outcome = "finished"  # a non-main rank of a multi-process run stops here, successfully
+        else:
+            log.write(traceback.format_exc())
+        raise
+    finally:
+        _display = None
+        for tee in tees:
+            tee.drain()
+        display.close()
+        sys.stdout, sys.stderr = out, err
+        log.write(f"===== {name} {outcome} after {_duration(time.time() - started)} =====\n")
+        log.close()
+        if warnings is not None and warnings.n and log_path is not None and not _verbose and outcome == "finished":
+            print(f"[{name}] {warnings.n} library warning(s) in {log_path}")
