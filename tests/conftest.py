@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # `from helpers import ...` in every test file
-from helpers import REPO, SHARED_DATA, SHARED_MODELS, run_recipe  # noqa: E402
+from helpers import REPO, SHARED_DATA, SHARED_MODELS, run_in_pty, run_recipe  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -49,12 +49,23 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def quickstart_run(tmp_path_factory) -> Path:
-    """The shipped quickstart recipe run once end to end (tiny model trained here, ~40 s).
+    """The shipped quickstart recipe run once end to end (tiny model trained here, ~40 s), as a
+    person runs it: `mothertongue run recipes/quickstart.yaml` in a terminal (a pseudo-terminal);
+    what it showed is kept beside the run folder in `terminal.txt` (see `quickstart_terminal`).
 
     Tests that need a finished run (chat, evaluate, serve, export) share it; don't modify it."""
     run_dir = tmp_path_factory.mktemp("quickstart") / "run"
-    run_recipe(REPO / "recipes" / "quickstart.yaml", [f"run_dir={run_dir}"])
+    rc, shown = run_in_pty([sys.executable, "-m", "mothertongue", "run", str(REPO / "recipes" / "quickstart.yaml"),
+                            f"run_dir={run_dir}"], timeout=1500)  # fmt: skip
+    (run_dir.parent / "terminal.txt").write_text(shown, encoding="utf-8")
+    assert rc == 0, shown[-3000:]
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def quickstart_terminal(quickstart_run) -> str:
+    """What the quickstart run showed in its terminal (escape codes included)."""
+    return (quickstart_run.parent / "terminal.txt").read_text(encoding="utf-8")
 
 
 @pytest.fixture

@@ -35,6 +35,44 @@ def mt(*args: str, cwd: Path | str | None = None, timeout: float = 120, **kw) ->
                           text=True, cwd=cwd, timeout=timeout, **kw)
 
 
+def run_in_pty(args: list[str], timeout: float = 600, cwd: Path | str | None = None,
+               columns: int = 120) -> tuple[int, str]:
+    """Run a command with a pseudo-terminal as stdin, stdout and stderr (what a person at a
+    terminal sees); returns (exit code, everything it wrote, escape codes included)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color"}
+    env.pop("COLUMNS", None)
+    proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env, close_fds=True)
+    os.close(slave)
+    chunks, deadline = [], time.time() + timeout
+    try:
+        while True:
+            if time.time() > deadline:
+                proc.kill()
+                raise TimeoutError(f"{args} ran over {timeout} s")
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                data = os.read(master, 1 << 16)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+    return proc.wait(), b"".join(chunks).decode("utf-8", "replace")
+
+
 def one_line_error(res: subprocess.CompletedProcess, *needles: str) -> str:
     """Assert the CLI failed as a user error: exit 2, one `error:` line on stderr, no traceback."""
     assert res.returncode == 2, (res.returncode, res.stderr[-2000:])

@@ -49,15 +49,29 @@ _display: _Display | None = None  # the display of the stage running now
 _lock = threading.Lock()
 
 
+QUIET_VARS = ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE")
+_SET_BY_US = (
+    "MOTHERTONGUE_QUIETED"  # which of them we set (inherited by child processes, as they are)
+)
+
+
 def configure(verbose: bool) -> None:
     """Called once by the CLI. Quiet (default): the libraries' progress bars are switched off
-    (environment variables, read when they are imported, so this runs before they are)."""
+    through environment variables, read when the libraries are imported (so this runs first).
+    Variables the user set are left alone; verbose takes back only what quiet set."""
     global _verbose
     _verbose = verbose
+    ours = [v for v in os.environ.get(_SET_BY_US, "").split(",") if v]
     if verbose:
+        for var in ours:
+            os.environ.pop(var, None)
+        os.environ.pop(_SET_BY_US, None)
         return
-    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
-        os.environ.setdefault(var, "1")
+    for var in QUIET_VARS:
+        if var not in os.environ:
+            os.environ[var] = "1"
+            ours.append(var)
+    os.environ[_SET_BY_US] = ",".join(ours)
     if "transformers" in sys.modules:
         from transformers.utils import logging as tlog
 
@@ -84,7 +98,13 @@ def num(v: Any) -> str:
 def _duration(s: float) -> str:
     s = int(round(s))
     h, rest = divmod(s, 3600)
-    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s" if rest >= 60 else f"{rest}s"
+    return (
+        f"{h}h{rest // 60:02d}m"
+        if h
+        else f"{rest // 60}m{rest % 60:02d}s"
+        if rest >= 60
+        else f"{rest}s"
+    )
 
 
 def _rate(done: float, seconds: float, unit: str) -> str:
@@ -92,7 +112,9 @@ def _rate(done: float, seconds: float, unit: str) -> str:
         return ""
     per_s = done / seconds
     # a step of a big model can take seconds: "12.5 s/step" reads better than "0.08 steps/s"
-    return f"{num(per_s)} {unit}/s" if per_s >= 1 else f"{num(1 / per_s)} s/{unit.rstrip('s') or unit}"
+    return (
+        f"{num(per_s)} {unit}/s" if per_s >= 1 else f"{num(1 / per_s)} s/{unit.rstrip('s') or unit}"
+    )
 
 
 class Task:
@@ -105,7 +127,7 @@ class Task:
         self.fields: dict[str, Any] = {}
         self.started = time.monotonic()
         self._start_done = 0.0  # work done before this process started it (a resumed run)
-        self._last_line, self._last_share, self._lines = self.started, 0.0, 0
+        self._last_line, self._last_bucket, self._lines = self.started, 0, 0
         self._rich_id = None
         self.closed = False
 
@@ -118,7 +140,9 @@ class Task:
     def advance(self, n: float = 1) -> None:
         self.update(completed=self.completed + n)
 
-    def update(self, completed: float | None = None, total: float | None = None, **fields: Any) -> None:
+    def update(
+        self, completed: float | None = None, total: float | None = None, **fields: Any
+    ) -> None:
         """Set progress and extra fields (shown after the bar in the order first named; None: not shown)."""
         if self.closed:
             return
@@ -165,16 +189,20 @@ class Task:
         info = self.info()
         return f"[{self.name}] " + ", ".join(parts) + (f"; {info}" if info else "")
 
+    def _bucket(self) -> int:
+        """How many PLAIN_STEP shares of the work are done (rounding kept out of the comparison)."""
+        return int(self.completed / self.total / PLAIN_STEP + 1e-9) if self.total else 0
+
     def due(self) -> bool:
         """Whether a plain line is due (10 % more done, or a minute since the last line)."""
-        now = time.monotonic()
-        since = now - self._last_line
-        share = self.completed / self.total if self.total else 0.0
-        return since >= PLAIN_EVERY_S or (share >= self._last_share + PLAIN_STEP and since >= PLAIN_MIN_S)
+        since = time.monotonic() - self._last_line
+        return since >= PLAIN_EVERY_S or (
+            self._bucket() > self._last_bucket and since >= PLAIN_MIN_S
+        )
 
     def mark_line(self) -> None:
         self._last_line = time.monotonic()
-        self._last_share = self.completed / self.total if self.total else 0.0
+        self._last_bucket = self._bucket()
         self._lines += 1
 
     def close(self) -> None:
@@ -212,11 +240,19 @@ class _Display:
     def add(self, t: Task) -> None:
         self.tasks.append(t)
         if self.live:
-            t._rich_id = self._rich().add_task(t.name, total=t.total, count="", rate="", eta="", info="")
+            t._rich_id = self._rich().add_task(
+                t.name, total=t.total, count="", rate="", eta="", info=""
+            )
             self._show(t)
 
     def _show(self, t: Task, closing: bool = False) -> None:
-        eta = f"took {_duration(time.monotonic() - t.started)}" if closing else f"ETA {t.eta()}" if t.eta() else ""
+        eta = (
+            f"took {_duration(time.monotonic() - t.started)}"
+            if closing
+            else f"ETA {t.eta()}"
+            if t.eta()
+            else ""
+        )
         self.progress.update(t._rich_id, completed=t.completed, total=t.total, count=t.count(), rate=t.rate(),
                              eta=eta, info=t.info())  # fmt: skip
 
@@ -228,9 +264,11 @@ class _Display:
             t.mark_line()
 
     def finish(self, t: Task) -> None:
-        # a task of a second or two printed nothing on the way and needs no closing line
+        # a task of a second or two printed nothing on the way: its closing line goes to the log only
         if t._lines or time.monotonic() - t.started >= PLAIN_MIN_S:
             self.plain(t.line(closing=True))
+        elif self.log is not None:
+            self.log.write(t.line(closing=True) + "\n")
         if self.live and t._rich_id is not None:
             self._show(t, closing=True)
             self.progress.refresh()
@@ -247,7 +285,9 @@ class _Display:
 
     def echo(self, text: str) -> None:
         """A printed line while the live display runs: shown above the bars."""
-        self.progress.console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
+        self.progress.console.print(
+            text, markup=False, highlight=False, emoji=False, soft_wrap=True
+        )
 
     def close(self) -> None:
         for t in list(self.tasks):
@@ -258,7 +298,9 @@ class _Display:
 
 
 @contextmanager
-def task(name: str, total: float | None = None, unit: str = "items", enabled: bool = True) -> Iterator[Task]:
+def task(
+    name: str, total: float | None = None, unit: str = "items", enabled: bool = True
+) -> Iterator[Task]:
     """A bar for `name` in the current stage's display (or a display of its own outside a stage)."""
     own = None
     display = _display
@@ -350,7 +392,9 @@ def _library_logging(log: TextIO) -> Iterator[_Counter]:
     verbose. Everything is put back afterwards."""
     fh = logging.StreamHandler(log)
     fh.setLevel(logging.INFO)
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    fh.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
     counter = _Counter()
     undo: list = []
     root = logging.getLogger()
@@ -416,7 +460,9 @@ def stage(name: str, log_path: Path | None) -> Iterator[None]:
     """Run a stage with its display and its log file (appended to: each attempt has a header, and
     a failed one its traceback). Without a log path only the display."""
     global _display
-    if _display is not None:  # a stage inside a stage (export runs evaluate-like steps): one display
+    if (
+        _display is not None
+    ):  # a stage inside a stage (export runs evaluate-like steps): one display
         yield
         return
     log: TextIO
@@ -454,5 +500,11 @@ def stage(name: str, log_path: Path | None) -> Iterator[None]:
         sys.stdout, sys.stderr = out, err
         log.write(f"===== {name} {outcome} after {_duration(time.time() - started)} =====\n")
         log.close()
-        if warnings is not None and warnings.n and log_path is not None and not _verbose and outcome == "finished":
+        if (
+            warnings is not None
+            and warnings.n
+            and log_path is not None
+            and not _verbose
+            and outcome == "finished"
+        ):
             print(f"[{name}] {warnings.n} library warning(s) in {log_path}")

@@ -26,7 +26,13 @@ class TrainProgress(TrainerCallback):
         self._t0 = 0.0
         self._tokens0 = 0
         # shown in this order; None until known
-        self.shown: dict = {"epoch": None, "loss": None, "lr": None, "tokens/s": None, "dev loss": None}
+        self.shown: dict = {
+            "epoch": None,
+            "loss": None,
+            "lr": None,
+            "tokens/s": None,
+            "dev loss": None,
+        }
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:

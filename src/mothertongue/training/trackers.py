@@ -44,5 +44,7 @@ def check(recipe) -> None:
     for name in recipe.train.report_to:
         if name in TRACKERS and not installed(name):
             module, extra = TRACKERS[name]
-            raise RecipeError(f'train.report_to: {name} is not installed; pip install "mothertongue[{extra}]" '
-                              f"(or pip install {module}), or drop it from train.report_to")
+            raise RecipeError(
+                f'train.report_to: {name} is not installed; pip install "mothertongue[{extra}]" '
+                f"(or pip install {module}), or drop it from train.report_to"
+            )
