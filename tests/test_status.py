@@ -38,6 +38,8 @@ def test_status_in_every_state(tmp_path):
         run_recipe(recipe, TRAIN, stages=["ingest"])
     ing = states(run_dir)["ingest"]
     assert ing["state"] == "failed" and "d.txt:1" in ing["error"] and "\n" not in ing["error"]
+    assert ing["log"] == str(run_dir / "logs" / "ingest.txt")  # the failed attempt's log stays
+    assert "d.txt:1" in (run_dir / "logs" / "ingest.txt").read_text(encoding="utf-8")
 
     (tmp_path / "d.txt").write_text(LINES, encoding="utf-8")
     run_recipe(recipe, TRAIN)
