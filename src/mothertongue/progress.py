@@ -259,7 +259,7 @@ class _Display:
     def changed(self, t: Task) -> None:
         if self.live and t._rich_id is not None:
             self._show(t)
-        if t.due():
+        if t.due() and not (t.total and t.completed >= t.total):  # the closing line says 100 %
             self.plain(t.line())
             t.mark_line()
 

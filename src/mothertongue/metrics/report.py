@@ -153,7 +153,7 @@ def plots(card: dict, gens: list[dict]) -> dict[str, str]:
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:3px 8px}
 td.n{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%;display:block;margin:1em 0}
-.g td{vertical-align:top;white-space:pre-wrap;font-size:13px;max-width:360px}.bad{background:#fde8e8}"""
+.g td{vertical-align:top;white-space:pre-wrap;overflow-wrap:anywhere;font-size:13px;max-width:360px}.bad{background:#fde8e8}"""
 
 
 def write_html(card: dict, gens: list[dict], path: Path, max_rows: int = 300) -> None:
