@@ -110,6 +110,16 @@ def test_a_failed_stage_keeps_its_log_and_status_points_to_it(tmp_path):
     assert status.returncode == 0 and f"log:   {log}" in status.stdout, status.stdout
 
 
+def test_a_stage_runs_when_its_log_cannot_be_written(tmp_path, capsys):
+    from mothertongue import progress
+
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    with progress.stage("ingest", tmp_path / "a-file" / "logs" / "ingest.txt", models=False):
+        print("the work")
+    out = capsys.readouterr().out
+    assert "the work" in out and "[ingest] no log file: cannot write" in out
+
+
 def test_report_to_a_tracker_that_is_not_installed_is_one_line(tmp_path):
     import importlib.util
 
@@ -135,6 +145,13 @@ def test_report_to_defaults(tmp_path):
     assert auto == (["tensorboard"] if installed("tensorboard") else [])
     assert report_to(load_recipe(recipe, ["train.report_to=none"])) == []
     assert report_to(load_recipe(recipe, ["train.report_to=[]"])) == []
+    from mothertongue.training.args import common_args  # what the Trainer is given
+
+    assert (
+        common_args(load_recipe(recipe, ["train.report_to=none"]), tmp_path, False)["report_to"]
+        == []
+    )
+    assert common_args(load_recipe(recipe), tmp_path, False)["report_to"] == auto
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +193,13 @@ def test_verbose_restores_the_library_output(small_run):
     out = res.stdout + res.stderr
     assert RAW_DICT.search(out), out  # the Trainer's dicts
     assert "Writing model shards" in out and re.search(r"\d+%\|", out), out  # the libraries' bars
+    # train first in its process: transformers' own log lines still reach the stage log
+    attempts = (
+        (folder / "run" / "logs" / "train.txt")
+        .read_text(encoding="utf-8")
+        .split("===== train started")
+    )
+    assert len(attempts) == 3 and "***** Running training *****" in attempts[-1]
 
 
 def test_quickstart_in_a_terminal(quickstart_terminal):

@@ -21,6 +21,8 @@ progress bars and chatter stay off the screen unless `configure(verbose=True)`
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import io
 import logging
 import os
@@ -456,20 +458,28 @@ def _versions() -> str:
 
 
 @contextmanager
-def stage(name: str, log_path: Path | None) -> Iterator[None]:
+def stage(name: str, log_path: Path | None, models: bool = True) -> Iterator[None]:
     """Run a stage with its display and its log file (appended to: each attempt has a header, and
-    a failed one its traceback). Without a log path only the display."""
+    a failed one its traceback). Without a log path only the display. `models`: the stage uses
+    transformers, whose logger is set up (on import) before ours is put on it."""
     global _display
+    if models and "transformers" not in sys.modules and importlib.util.find_spec("transformers"):
+        # transformers resets its logger's level when first imported: import it before adjusting it
+        importlib.import_module("transformers.utils.logging")
     if (
         _display is not None
     ):  # a stage inside a stage (export runs evaluate-like steps): one display
         yield
         return
-    log: TextIO
+    log: TextIO | None = None
     if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115  (closed below)
-    else:
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115  (closed below)
+        except OSError as e:  # a read-only run folder: the stage still runs, without its log
+            print(f"[{name}] no log file: cannot write {log_path} ({e.strerror or e})")
+            log_path = None
+    if log is None:
         log = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
     started = time.time()
     log.write(f"\n===== {name} started {time.strftime('%Y-%m-%d %H:%M:%S')} (pid {os.getpid()}) =====\n"

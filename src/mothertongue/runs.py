@@ -75,11 +75,12 @@ class Stage:
     # The recipe keys whose values decide whether the stage's output is still current.
     config_keys: tuple[str, ...] = ("language", "base_model", "tiny_model", "seed")
     inputs: Callable[[Recipe], dict] | None = None  # extra fingerprint parts (source file hashes)
+    models: bool = True  # loads models with transformers (its log lines go to the stage log from the start)
 
 
 STAGE_TABLE: list[Stage] = [
     Stage("ingest", "mothertongue.ingest:run", "read source data into conversations",
-          config_keys=(), inputs=_ingest_files),
+          config_keys=(), inputs=_ingest_files, models=False),
     Stage("translate", "mothertongue.translate:run", "machine-translate into the target language",
           needs=("ingest",), enabled=lambda r: r.translate.enabled, resumable=True, inputs=_translate_files),
     Stage("vocab", "mothertongue.vocab.stage:run", "extend the tokenizer for the target language",
@@ -400,7 +401,7 @@ def run_stage(recipe: Recipe, name: str, force: bool = False,
     if _is_main():
         rundir.note(name, "started")
     try:
-        with progress.stage(name, rundir.log_path(name)):
+        with progress.stage(name, rundir.log_path(name), models=row.models):
             summary = fn(recipe, rundir, partial) or {}
     except BaseException as e:
         # A failed attempt must not look like work in progress; resumable stages keep it to resume.

@@ -149,13 +149,15 @@ def export(
     exporters = [load_exporter(name, opts.get(name)) for name in names]
     if not RunDir(run_dir).model_info_path.exists():
         raise StageError(f"{run_dir}: no finished train stage (train/model_info.json); train first")
+    # the log beside the run's other logs, or in --out (the run folder may not be writable)
+    log_path = Path(out) / "log.txt" if out else RunDir(run_dir).log_path("export")
     out = Path(out) if out else run_dir / "export"
     job = Job(run_dir, out, probe_prompts(run_dir), RunDir(run_dir).language(), log)
     for exp in exporters:  # every check before any slow step (and before the folder is made)
         exp.check(job)
     out.mkdir(parents=True, exist_ok=True)
     reports = []
-    with progress.stage("export", RunDir(run_dir).log_path("export")), \
+    with progress.stage("export", log_path), \
             progress.task("export", total=len(exporters), unit="formats") as bar:
         for exp in exporters:
             bar.update(format=exp.name)
