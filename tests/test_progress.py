@@ -45,6 +45,7 @@ def test_numbers_are_rounded_for_people():
 
     assert num(7.081029891967773) == "7.081" and num(0.038609132170677185) == "0.03861"
     assert num(2e-05) == "2e-05" and num(360) == "360" and num(None) == "None"
+    assert num(135123.4) == "135100" and num(9999.99) == "10000" and num(0.0) == "0"
 
 
 def test_plain_lines_in_a_pipe(monkeypatch, capsys):

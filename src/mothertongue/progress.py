@@ -94,7 +94,10 @@ def num(v: Any) -> str:
         return str(v)
     if isinstance(v, int):
         return str(v)
-    return f"{v:.4g}"
+    text = f"{v:.4g}"
+    if "e+" in text and abs(v) < 1e15:  # 135123.4 -> 135100, not 1.351e+05
+        return f"{float(text):.0f}"
+    return text
 
 
 def _duration(s: float) -> str:
@@ -131,6 +134,7 @@ class Task:
         self._start_done = 0.0  # work done before this process started it (a resumed run)
         self._last_line, self._last_bucket, self._lines = self.started, 0, 0
         self._rich_id = None
+        self._last_shown = 0.0
         self.closed = False
 
     def __enter__(self) -> Task:
@@ -260,7 +264,10 @@ class _Display:
 
     def changed(self, t: Task) -> None:
         if self.live and t._rich_id is not None:
-            self._show(t)
+            now = time.monotonic()
+            if now - t._last_shown >= 0.1:  # the screen is redrawn 4 times a second anyway
+                t._last_shown = now
+                self._show(t)
         if t.due() and not (t.total and t.completed >= t.total):  # the closing line says 100 %
             self.plain(t.line())
             t.mark_line()
