@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from family_models import FAMILIES, load_tokenizer
+from family_models import FAMILIES, TOKENIZERS, load_tokenizer
 
 pytestmark = pytest.mark.real_models
 NAMES = list(FAMILIES)
@@ -55,52 +55,40 @@ def tokenizers(tmp_path_factory):
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("system,turns", [(True, 1), (False, 2), (True, 2)])
 def test_mask_is_exactly_the_answers_and_their_end_of_turn(tokenizers, name, system, turns):
+    """Through doctor's mask_report, the same code `mothertongue doctor` runs on a user's model."""
     from mothertongue import templates
-    from mothertongue.build import IGNORE, BoundaryMismatch, encode, encode_per_turn
+    from mothertongue.build import PER_TURN, PER_TURN_TOKENS
     from mothertongue.config import BuildConfig
-    from mothertongue.generation import prompt_ids
+    from mothertongue.doctor import mask_report
     from mothertongue.models import stop_token_ids
 
     tok = tokenizers(name)
     msgs = _conv(system, turns)
     eot_id = stop_token_ids(tok, templates.end_of_turn_token(tok))[0]
-    try:
-        examples = [(msgs, *encode(tok, msgs)[:2])]
-    except templates.TemplateMismatch as e:
-        # Mistral v0.3 writes the system prompt into the last user turn only (none when the
-        # conversation ends with an answer); the Llama-3 template's "\n\n" + answer tokenizes
-        # differently from the prompt alone with this BPE: build makes one example per answer.
-        per_turn = (name, system) == ("mistral-v0.3", True) or (name == "llama-3" and isinstance(e, BoundaryMismatch))
-        assert per_turn, e
-        from collections import Counter
-
-        examples = encode_per_turn(tok, msgs, BuildConfig(), Counter())
-        assert len(examples) == turns
-    for m, ids, labels in examples:
-        if len(examples) == 1 and name not in ("mistral-v0.3", "llama-3"):
-            assert ids == tok(templates.render(tok, m), add_special_tokens=False)["input_ids"]
-        runs, cur = [], []
-        for i, lab in zip(ids, labels):
-            if lab != IGNORE:
-                cur.append(i)
-            elif cur:
-                runs.append(cur)
-                cur = []
-        runs += [cur] if cur else []
-        answers = [x["content"] for x in m if x["role"] == "assistant"]
-        if len(examples) > 1 or (name, system) == ("mistral-v0.3", True):
+    rep = mask_report(tok, msgs, BuildConfig(), eot_id)
+    # Mistral v0.3 writes the system prompt into the last user turn only (none when the
+    # conversation ends with an answer); the Llama-3 template's "\n\n" + answer tokenizes
+    # differently from the prompt alone with this BPE: build makes one example per answer.
+    allowed = ({PER_TURN} if (name, system) == ("mistral-v0.3", True) else
+               {None, PER_TURN_TOKENS} if name == "llama-3" else {None})
+    assert rep.per_turn in allowed, rep.per_turn
+    assert len(rep.examples) == (turns if rep.per_turn else 1)
+    assert rep.problems == []
+    for ex in rep.examples:
+        if len(rep.examples) == 1 and name not in ("mistral-v0.3", "llama-3"):
+            assert ex.ids == tok(templates.render(tok, ex.messages), add_special_tokens=False)["input_ids"]
+        answers = [x["content"] for x in ex.messages if x["role"] == "assistant"]
+        if rep.per_turn:
             answers = answers[-1:]
-        assert len(runs) == len(answers), (runs, answers)
-        for run, answer in zip(runs, answers):
+        assert ex.answers == answers
+        assert len(ex.trained) == len(answers), (ex.trained, answers)
+        for run, answer in zip(ex.trained, answers):
             assert run[-1] == eot_id and eot_id not in run[:-1], "each turn ends with exactly its end-of-turn token"
             assert tok.decode(run[:-1]).strip() == answer  # byte for byte (template glue is whitespace only)
         # The chat-time prompt of every trained turn is the token prefix of the training text.
-        trained_turns = [k for k, x in enumerate(m) if x["role"] == "assistant"][-len(answers):]
-        for k in trained_turns:
-            p = prompt_ids(tok, m[:k])
-            assert ids[: len(p)] == p
+        assert ex.prefix_ok
         if system:  # our (target-language) system prompt is trained on, where the template puts it
-            assert SYSTEM in tok.decode(ids)
+            assert SYSTEM in tok.decode(ex.ids)
 
 
 EXPECTED_SYSTEM = {"mistral-v0.3": "last user turn", "llama-2": "first user turn"}
@@ -136,3 +124,19 @@ def test_conversations_a_template_rejects_are_counted_not_fatal(tokenizers, name
     assert {r["id"].split("#")[0] for r in rows} == {"ok"}
     assert [k for k in counts if k.startswith("skipped: the chat template rejects it")], counts
     assert (counts[PER_TURN] == 1) == (name == "mistral-v0.3")
+
+
+def test_saved_tokenizer_keeps_its_sentencepiece_model(tmp_path):
+    """transformers 5 saves tokenizer.json only; llama.cpp's converter needs tokenizer.model for
+    a Llama/Mistral vocabulary's scores (without it the GGUF splits "Hallo" as "▁H allo")."""
+    from mothertongue.models import save_tokenizer, sentencepiece_matches
+
+    tok = load_tokenizer("mistral-v0.3", tmp_path / "base")
+    tok.add_special_tokens({"pad_token": "<|pad|>"})  # what build adds: an added token past the pieces
+    save_tokenizer(tok, tmp_path / "build")
+    assert (tmp_path / "build" / "tokenizer.model").read_bytes() == (tmp_path / "base" / "tokenizer.model").read_bytes()
+    again = load_tokenizer("mistral-v0.3", tmp_path / "build")
+    save_tokenizer(again, tmp_path / "train")  # and so on down the run: build -> train -> export
+    assert (tmp_path / "train" / "tokenizer.model").exists()
+    # Another vocabulary's model file is never copied next to this one.
+    assert not sentencepiece_matches(tok, TOKENIZERS / "tinyllama-1.1b-chat-v1.0" / "tokenizer.model")

@@ -34,7 +34,13 @@ from mothertongue.conversation import (
     write_jsonl,
 )
 from mothertongue.fidelity_pairs import fidelity_pairs
-from mothertongue.models import TINY, load_tokenizer, stop_token_ids, train_tiny_tokenizer
+from mothertongue.models import (
+    TINY,
+    load_tokenizer,
+    save_tokenizer,
+    stop_token_ids,
+    train_tiny_tokenizer,
+)
 from mothertongue.prompts import base_system_prompt, system_for, with_system
 from mothertongue.runs import RunDir, atomic_write_json
 
@@ -351,7 +357,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     if raw_text:
         mix.write_text_rows(out / "text.jsonl", raw_text)
     tok_dir = out / "tokenizer"
-    tokenizer.save_pretrained(tok_dir)
+    save_tokenizer(tokenizer, tok_dir)
     info = {"template": tmpl.name, "end_of_turn": tmpl.end_of_turn, "language": recipe.language,
             "system_prompt": base_system_prompt(recipe.build, recipe.language), "styles": recipe.build.styles}
     (tok_dir / RunDir.TEMPLATE_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False))

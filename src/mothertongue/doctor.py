@@ -74,16 +74,68 @@ def _trained_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
     return runs + ([cur] if cur else [])
 
 
-def check_template(tokenizer, convs: list[list[dict]], recipe: Recipe) -> list[Check]:
-    """Template, mask, prefix and end-of-turn checks on the sample conversations."""
+@dataclass
+class TrainedExample:
+    """One training example as build makes it, and what its loss mask trains."""
+
+    messages: list[dict]
+    ids: list[int]
+    labels: list[int]
+    answers: list[str]  # the assistant texts this example is meant to train, in order
+    trained: list[list[int]]  # the runs of trained token ids, in order
+    prefix_ok: bool  # the chat-time prompt of every trained answer is the token prefix of ids
+
+
+@dataclass
+class MaskReport:
+    examples: list[TrainedExample]
+    per_turn: str | None  # build.PER_TURN or PER_TURN_TOKENS where built one example per answer
+    problems: list[str]  # trained spans that are not exactly an answer and its end-of-turn token
+
+
+def mask_report(tokenizer, messages: list[dict], build, eot_id: int) -> MaskReport:
+    """Build one conversation the way the build stage does (one example per answer where the
+    template or tokenizer needs it) and check its loss mask: every trained span decodes to its
+    assistant text and ends with the end-of-turn token, once; the chat-time prompt is a token
+    prefix. Raises templates.TemplateRenderError when the template rejects the conversation and
+    TemplateMismatch when neither way fits."""
     from mothertongue import templates
     from mothertongue.build import (
         PER_TURN,
         PER_TURN_TOKENS,
+        BoundaryMismatch,
         encode,
         encode_per_turn,
         generation_prefix_ok,
     )
+
+    try:
+        ids, labels, _ = encode(tokenizer, messages, build.loss_on)
+        built, per_turn = [(messages, ids, labels)], None
+    except templates.TemplateRenderError:
+        raise
+    except templates.TemplateMismatch as e:
+        per_turn = PER_TURN_TOKENS if isinstance(e, BoundaryMismatch) else PER_TURN
+        built = encode_per_turn(tokenizer, messages, build, Counter(), per_turn)
+    last_only = per_turn is not None or build.loss_on == "last_assistant"
+    examples, problems = [], []
+    for m, ids, labels in built:
+        answers = [x["content"] for x in m if x["role"] == "assistant"]
+        answers = answers[-1:] if last_only else answers
+        runs = _trained_runs(ids, labels)
+        examples.append(TrainedExample(m, ids, labels, answers, runs,
+                                       generation_prefix_ok(tokenizer, m, ids, only_last=last_only)))
+        if build.loss_on == "all":
+            continue
+        got = [(r[-1] == eot_id and eot_id not in r[:-1], tokenizer.decode(r[:-1]).strip()) for r in runs]
+        if got != [(True, a.strip()) for a in answers]:
+            problems.append(f"trained {[g[1][:40] for g in got]} for {[a[:40] for a in answers]}")
+    return MaskReport(examples, per_turn, problems)
+
+
+def check_template(tokenizer, convs: list[list[dict]], recipe: Recipe) -> list[Check]:
+    """Template, mask, prefix and end-of-turn checks on the sample conversations."""
+    from mothertongue import templates
     from mothertongue.models import stop_token_ids
 
     checks = []
@@ -101,38 +153,28 @@ def check_template(tokenizer, convs: list[list[dict]], recipe: Recipe) -> list[C
     warn = behaviour.default_system and not has_system
     checks.append(Check("template", "warn" if warn else "ok",
                         f"system prompt: {behaviour.system}" + ("; " + "; ".join(notes) if notes else "")))
-    bad_mask, bad_prefix, per_turn, rejected = [], [], Counter(), []
+    bad_mask, bad_prefix, per_turn, rejected = [], [], set(), []
     for k, msgs in enumerate(convs):
         try:
-            try:
-                ids, labels, _ = encode(tokenizer, msgs, recipe.build.loss_on)
-                examples = [(msgs, ids, labels)]
-                last_only = recipe.build.loss_on == "last_assistant"
-            except templates.TemplateMismatch:
-                examples = encode_per_turn(tokenizer, msgs, recipe.build, per_turn)
-                last_only = True
+            rep = mask_report(tokenizer, msgs, recipe.build, eot_ids[0])
         except templates.TemplateRenderError as e:
             rejected.append(f"conversation {k + 1}: {str(e).splitlines()[0][:80]}")
             continue
         except templates.TemplateMismatch as e:
             bad_prefix.append(f"conversation {k + 1}: {e}")
             continue
-        for m, ids, labels in examples:
-            answers = [x["content"] for x in m if x["role"] == "assistant"]
-            answers = answers[-1:] if last_only else answers
-            runs = _trained_runs(ids, labels)
-            got = [(r[-1] == eot_ids[0], tokenizer.decode(r[:-1]).strip()) for r in runs]
-            if recipe.build.loss_on != "all" and got != [(True, a.strip()) for a in answers]:
-                bad_mask.append(f"conversation {k + 1}: trained {[g[1][:40] for g in got]} for {[a[:40] for a in answers]}")
-            if not generation_prefix_ok(tokenizer, m, ids, only_last=last_only):
-                bad_prefix.append(f"conversation {k + 1}: the chat-time prompt tokenizes differently")
+        if rep.per_turn:
+            per_turn.add(rep.per_turn.split(":")[0])
+        bad_mask += [f"conversation {k + 1}: {p}" for p in rep.problems]
+        if not all(ex.prefix_ok for ex in rep.examples):
+            bad_prefix.append(f"conversation {k + 1}: the chat-time prompt tokenizes differently")
     n = len(convs)
     if rejected:
         checks.append(Check("renders", "fail" if len(rejected) == n else "warn",
                             f"{len(rejected)}/{n} rejected by the template (" + rejected[0] + ")"))
     else:
         checks.append(Check("renders", "ok", f"{n}/{n} sample conversations"))
-    how = "; ".join(k.split(":")[0] for k in per_turn if k in (PER_TURN, PER_TURN_TOKENS))
+    how = "; ".join(sorted(per_turn))
     checks.append(Check("mask", "fail" if bad_mask else "ok", bad_mask[0] if bad_mask else
                         "trained spans decode to the assistant texts, each ending with its end-of-turn token"
                         + (f" ({how})" if how else "")))

@@ -77,6 +77,38 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
         return cls.from_pretrained(name)
 
 
+def save_tokenizer(tokenizer, folder: str | Path) -> None:
+    """`save_pretrained`, keeping the SentencePiece file the tokenizer was loaded with.
+
+    transformers 5 writes only tokenizer.json. llama.cpp's converter takes a Llama/Mistral
+    vocabulary's merge scores from tokenizer.model; without it, it guesses them from tokenizer.json
+    and the GGUF tokenizes German words differently from training ("▁H allo" for "▁Hall o"). The
+    file is copied only while its pieces are still the tokenizer's first ids and every later id is
+    an added token (a pad token, chat markers), which the converter reads from tokenizer_config."""
+    import shutil
+
+    folder = Path(folder)
+    tokenizer.save_pretrained(folder)
+    src = getattr(tokenizer, "vocab_file", None)
+    dest = folder / "tokenizer.model"
+    if not src or not str(src).endswith(".model") or not Path(src).is_file() or dest.exists():
+        return
+    if sentencepiece_matches(tokenizer, src):
+        shutil.copy(src, dest)
+
+
+def sentencepiece_matches(tokenizer, model_file: str | Path) -> bool:
+    """Whether the SentencePiece model's pieces are the tokenizer's ids 0..n-1 and every id past
+    them is an added token."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    n = sp.get_piece_size()
+    if len(tokenizer) < n or any(i not in tokenizer.added_tokens_decoder for i in range(n, len(tokenizer))):
+        return False
+    return tokenizer.convert_ids_to_tokens(list(range(n))) == [sp.id_to_piece(i) for i in range(n)]
+
+
 def _declared_tokenizer_class(name: str):
     import transformers
     from transformers.utils import cached_file

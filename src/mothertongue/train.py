@@ -27,6 +27,7 @@ from mothertongue.models import (
     TINY,
     load_base_model,
     read_template_info,
+    save_tokenizer,
     stop_token_ids,
 )
 from mothertongue.progress import num
@@ -199,7 +200,7 @@ def fit(recipe: Recipe, run: RunDir, out: Path):
     trainer.save_model(str(model_dir))  # main process only, gathers FSDP/ZeRO-3 shards
     state.wait_for_everyone()
     if state.is_main_process:
-        tokenizer.save_pretrained(model_dir)
+        save_tokenizer(tokenizer, model_dir)
         if (tok_dir / RunDir.TEMPLATE_INFO).exists():
             shutil.copy(tok_dir / RunDir.TEMPLATE_INFO, model_dir / RunDir.TEMPLATE_INFO)
         save_resolved(recipe, model_dir / RunDir.RECIPE_COPY)

@@ -9,7 +9,9 @@ generate next to the merged model (verify.compare).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 from pydantic import BaseModel, ConfigDict
 
@@ -87,6 +89,41 @@ def ct2_supports(model_dir: Path) -> None:
         raise StageError(f"CTranslate2 has no converter for {name} ({model_dir}); export --format merged or gguf instead")
 
 
+@contextmanager
+def _loaders_for_this_transformers():
+    """Two mistakes of CTranslate2's Phi-3 loader, mended for the time of one conversion. It reads
+    the LongRoPE factors from every attention layer's `rotary_emb`, which Transformers 5 no longer
+    has (one rotary embedding on the model, factors in the config): the conversion died with an
+    AttributeError; it is given the config's factors where it looks. And it leaves the RMSNorm
+    epsilon at CTranslate2's default 1e-6 where Phi-3 has 1e-5 (logits off by ~0.5 %)."""
+    from ctranslate2.converters import transformers as ct2_tf
+
+    base = ct2_tf._MODEL_LOADERS.get("Phi3Config")
+    if base is None:
+        yield
+        return
+
+    class Phi3Loader(type(base)):
+        def set_decoder(self, spec, module, *args, **kwargs):
+            rope = getattr(module.config, "rope_parameters", None) or getattr(module.config, "rope_scaling", None) or {}
+            factors = SimpleNamespace(long_factor=rope.get("long_factor"), short_factor=rope.get("short_factor"))
+            for layer in module.layers:
+                if not hasattr(layer.self_attn, "rotary_emb"):
+                    object.__setattr__(layer.self_attn, "rotary_emb", factors)
+            return super().set_decoder(spec, module, *args, **kwargs)
+
+        def set_config(self, config, model, tokenizer):
+            super().set_config(config, model, tokenizer)
+            if getattr(config, "layer_norm_epsilon", None) is None:
+                config.layer_norm_epsilon = model.config.rms_norm_eps
+
+    ct2_tf._MODEL_LOADERS["Phi3Config"] = Phi3Loader()
+    try:
+        yield
+    finally:
+        ct2_tf._MODEL_LOADERS["Phi3Config"] = base
+
+
 def to_ctranslate2(
     merged_dir: Path,
     out_dir: Path,
@@ -106,9 +143,10 @@ def to_ctranslate2(
     ct2_supports(merged_dir)
     ref_tok = load_tokenizer(merged_dir)
     copy = [f for f in TOKENIZER_FILES if (merged_dir / f).exists()]
-    TransformersConverter(str(merged_dir), copy_files=copy).convert(
-        str(out_dir), quantization=None if quantization == "none" else quantization, force=True
-    )
+    with _loaders_for_this_transformers():
+        TransformersConverter(str(merged_dir), copy_files=copy).convert(
+            str(out_dir), quantization=None if quantization == "none" else quantization, force=True
+        )
 
     tok = load_tokenizer(out_dir)
     stop_ids = stop_token_ids(tok, read_template_info(merged_dir).get("end_of_turn"))

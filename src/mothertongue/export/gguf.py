@@ -173,6 +173,21 @@ def _convert(merged_dir: Path, first: Path, outtype: str, checkout: Path) -> str
     return pre if convert_with_pre.MARK in proc.stderr else None
 
 
+def _tensors_and_template(path: Path) -> tuple[int, bool]:
+    """How many tensors the file holds and whether it carries a chat template, from its header.
+    Transformers' reader skips the vocabulary; gguf-py's parses every string of it (about a
+    quarter of verifying a Qwen-sized vocabulary), so it is only the fallback."""
+    try:
+        from transformers.integrations.gguf import read_gguf_metadata
+    except ImportError:
+        import gguf
+
+        reader = gguf.GGUFReader(str(path))
+        return len(reader.tensors), "tokenizer.chat_template" in reader.fields
+    metadata, tensor_names = read_gguf_metadata(str(path))
+    return len(tensor_names), "tokenizer.chat_template" in metadata
+
+
 def to_gguf(
     merged_dir: Path,
     out_file: Path,
@@ -188,7 +203,6 @@ def to_gguf(
     often both predict the same next token along those tokens. f32 must match exactly; lossy types
     are reported as they are and fail only when the output is garbage. llama-cpp-python, when
     installed, generates from the file too."""
-    import gguf
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -210,10 +224,7 @@ def to_gguf(
         _quantize(first, out_file, qtype, checkout)
         first.unlink()
 
-    reader = gguf.GGUFReader(str(out_file))
-    has_template = "tokenizer.chat_template" in reader.fields
-    n_tensors = len(reader.tensors)
-    del reader
+    n_tensors, has_template = _tensors_and_template(out_file)
     report = {
         "format": "gguf",
         "path": str(out_file),

@@ -39,7 +39,7 @@ class MergedExporter(Exporter):
     def export(self, job: Job) -> dict:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from mothertongue.models import load_model, stop_token_ids
+        from mothertongue.models import load_model, save_tokenizer, stop_token_ids
 
         out_dir = self.target(job.out)
         model, tokenizer, stop_ids, info = load_model(job.run_dir, "tuned")
@@ -57,7 +57,7 @@ class MergedExporter(Exporter):
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         src_info = RunDir(job.run_dir).tuned_dir / RunDir.TEMPLATE_INFO
         if src_info.exists():
             shutil.copy(src_info, tmp / RunDir.TEMPLATE_INFO)

@@ -97,7 +97,7 @@ class QuantExporter(Exporter):
         import torch
         from transformers import AutoModelForCausalLM
 
-        from mothertongue.models import read_template_info, stop_token_ids
+        from mothertongue.models import read_template_info, save_tokenizer, stop_token_ids
 
         out_dir = self.target(job.out)
         tok = load_tokenizer(job.merged_dir)
@@ -106,7 +106,7 @@ class QuantExporter(Exporter):
         tmp = out_dir.with_name(out_dir.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         info = quantize(job.merged_dir, tmp, tok, texts, self.method, self.opts)
-        tok.save_pretrained(tmp)
+        save_tokenizer(tok, tmp)
         for f in ("mothertongue_template.json", "generation_config.json"):
             if (job.merged_dir / f).exists():
                 shutil.copy(job.merged_dir / f, tmp / f)
