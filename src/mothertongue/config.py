@@ -109,6 +109,9 @@ class TranslateConfig(Strict):
     allow_pickle: bool = Field(
         False, description="Load MT checkpoints that have only pickle weights (.bin); they can run code. Default: safetensors only."
     )
+    chunk_records: int = Field(
+        100_000, gt=0, description="Plan, translate and write this many input records at a time (bounded memory); smaller inputs are one chunk."
+    )
     executor: Literal["local", "ray"] = Field("local", description="Where batches are translated: this process, or Ray workers (translate.ray).")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray executor settings.")
 

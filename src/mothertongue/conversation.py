@@ -200,11 +200,11 @@ class PreferencePair:
         )
 
 
-def write_jsonl(path: Path, records: Iterable) -> int:
+def write_jsonl(path: Path, records: Iterable, append: bool = False) -> int:
     """Write records (objects with to_dict, or dicts) as JSONL; returns the count. The one JSONL
     writer of the project: orjson when it can, the stdlib for what orjson refuses (ints over
     64 bits, lone surrogates). Callers write into a staging directory; atomicity comes from
-    the stage runner."""
+    the stage runner. `append` adds to the file (a stage writing its output in chunks)."""
     encode = json.JSONEncoder(ensure_ascii=False).encode
 
     def line(r: Any) -> bytes:
@@ -217,7 +217,7 @@ def write_jsonl(path: Path, records: Iterable) -> int:
         return (encode(d) + "\n").encode("utf-8", "surrogatepass")
 
     n = 0
-    with open(path, "wb") as f:
+    with open(path, "ab" if append else "wb") as f:
         for r in records:
             f.write(line(r))
             n += 1

@@ -55,7 +55,8 @@ def lookup(
     return resolve
 
 
-def assemble(plan: Plan, memory: Memory, out: Path) -> dict:
+def assemble(plan: Plan, memory: Memory, out: Path, append: bool = False) -> dict:
+    """Render the plan's records from the memory and write them (`append`: after earlier chunks)."""
     t = plan.recipe.translate
     tgt = plan.target
     check = t.quality_gate and tgt in lingua_codes()
@@ -92,7 +93,7 @@ def assemble(plan: Plan, memory: Memory, out: Path) -> dict:
             flags[u.key.record].append(f"{u.key.label}: language")
         pair_counts[f"{u.src}->{tgt}"] += 1
         pivoted += len(legs) > 1
-    counts, flagged_rows = write(plan, out, new_text, src_lang, flags)
+    counts, flagged_rows = write(plan, out, new_text, src_lang, flags, append)
     return {
         "target": tgt,
         "written": counts,
@@ -115,7 +116,7 @@ def documents(
 ) -> list[Document]:
     """The translated documents (original text in meta["source_text"]); flagged ones added to flagged_rows."""
     kept = []
-    for di, d in enumerate(plan.docs):
+    for di, d in enumerate(plan.docs, plan.offsets.get("documents", 0)):
         rec = RecordKey("doc", "documents", di)
         key = TextKey(rec, "text")
         nd = Document(d.id, new_text[key], plan.target, d.source,
@@ -139,14 +140,16 @@ def write(
     new_text: dict[TextKey, str],
     src_lang: dict[TextKey, str],
     flags: dict[RecordKey, list[str]],
+    append: bool = False,
 ) -> tuple[dict[str, int], list[dict]]:
-    """Write the stage's files; returns rows written per file and the flagged records."""
+    """Write the stage's files (`append`: after earlier chunks); returns rows written per file and
+    the flagged records."""
     t = plan.recipe.translate
     tgt = plan.target
     flagged_rows, parallel, counts = [], [], {}
     for split in SPLITS:
         kept = []
-        for ci, c in enumerate(plan.convs[split]):
+        for ci, c in enumerate(plan.convs[split], plan.offsets.get(split, 0)):
             rec = RecordKey("conv", split, ci)
             keys = [TextKey(rec, "messages", mi) for mi in range(len(c.messages))]
             msgs = [Message(m.role, new_text[k]) for m, k in zip(c.messages, keys)]
@@ -184,9 +187,9 @@ def write(
                                 "id": c.id,
                             }
                         )
-        counts[split] = write_jsonl(out / f"{split}.jsonl", kept)
+        counts[split] = write_jsonl(out / f"{split}.jsonl", kept, append)
     new_pairs = []
-    for pi, p in enumerate(plan.pairs):
+    for pi, p in enumerate(plan.pairs, plan.offsets.get("pairs", 0)):
         rec = RecordKey("pair", "pairs", pi)
         prompt = [
             Message(m.role, new_text[TextKey(rec, "prompt", mi)]) for mi, m in enumerate(p.prompt)
@@ -220,9 +223,10 @@ def write(
             if not t.keep_flagged:
                 continue
         new_pairs.append(np_)
-    counts["pairs"] = write_jsonl(out / "pairs.jsonl", new_pairs)
+    counts["pairs"] = write_jsonl(out / "pairs.jsonl", new_pairs, append)
     if plan.docs:
-        counts["documents"] = write_jsonl(out / "documents.jsonl", documents(plan, new_text, src_lang, flags, flagged_rows))
-    counts["parallel"] = write_jsonl(out / "parallel.jsonl", parallel)
-    write_jsonl(out / "flagged.jsonl", flagged_rows)
+        docs = documents(plan, new_text, src_lang, flags, flagged_rows)
+        counts["documents"] = write_jsonl(out / "documents.jsonl", docs, append)
+    counts["parallel"] = write_jsonl(out / "parallel.jsonl", parallel, append)
+    write_jsonl(out / "flagged.jsonl", flagged_rows, append)
     return counts, flagged_rows

@@ -2,17 +2,19 @@
 
     python -c "from mothertongue.translate.plan import TextKey, RecordKey; print(TextKey(RecordKey('conv', 'train', 0), 'messages', 1).label)"
 
-Every message, preference-pair field and document becomes a `Unit` addressed by a `TextKey`. Its source
-language comes from the data (message `lang`, else the record's), else `translate.source_lang`,
-else the language detector, message by message; texts too short or too uncertain to tell get
-the dataset's dominant language (counted as guessed in the report). Each language gets a route
-(no legs: already the target; one leg; or two through the pivot) and each unit a segmented `Doc`.
+Every message, preference-pair field and document becomes a `Unit` addressed by a `TextKey`.
+Its source language comes from the data (message `lang`, else the record's), else
+`translate.source_lang`, else the language detector, message by message; texts too short or too
+uncertain to tell get the dominant language of the plan's records (counted as guessed in the
+report). Each language gets a route (no legs: already the target; one leg; or two through the
+pivot) and each unit a segmented `Doc`. The stage plans an input larger than
+`translate.chunk_records` records chunk by chunk (`read_chunks`), so memory stays bounded.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -20,8 +22,10 @@ from typing import NamedTuple
 from mothertongue.config import Recipe
 from mothertongue.conversation import (
     Conversation,
+    DataError,
     Document,
     PreferencePair,
+    iter_jsonl,
     read_conversations,
     read_documents,
     read_pairs,
@@ -87,6 +91,9 @@ class Plan:
         default_factory=dict
     )  # model -> cached token count
     docs: list[Document] = field(default_factory=list)
+    # Global index of each part's first record in this plan (a chunk of a larger input): keeps
+    # RecordKey indexes, labels and ids the same however the input is chunked.
+    offsets: dict[str, int] = field(default_factory=dict)
 
     @property
     def target(self) -> str:
@@ -122,22 +129,63 @@ def read_input(rundir: RunDir) -> tuple[dict[str, list[Conversation]], list[Pref
     return convs, pairs, docs
 
 
+Input = tuple[dict[str, list[Conversation]], list[PreferencePair], list[Document], dict[str, int]]
+
+
+def read_chunks(rundir: RunDir, size: int) -> Iterator[Input]:
+    """The ingest output in chunks of at most `size` records (train, dev, test, pairs, documents
+    in that order, a chunk holding the end of one part and the start of the next), each with its
+    parts' global offsets; streamed, never read whole. An input smaller than `size` is one chunk."""
+    d = rundir.require("ingest", "translate")
+    readers = [(s, d / f"{s}.jsonl", Conversation) for s in SPLITS]
+    readers += [("pairs", d / "pairs.jsonl", PreferencePair), ("documents", d / "documents.jsonl", Document)]
+    parts: dict[str, list] = {}
+    offsets: dict[str, int] = {}
+    n = chunks = 0
+    for part, path, cls in readers:
+        if not path.exists():
+            continue
+        index = 0
+        for lineno, obj in iter_jsonl(path):
+            try:
+                rec = cls.from_dict(obj)
+            except (KeyError, TypeError) as e:
+                raise DataError(f"{path}:{lineno}: not a {cls.__name__} record (field {e})") from None
+            if part not in parts:
+                parts[part], offsets[part] = [], index
+            parts[part].append(rec)
+            index += 1
+            n += 1
+            if n == size:
+                yield _chunk(parts, offsets)
+                parts, offsets, n, chunks = {}, {}, 0, chunks + 1
+    if n or not chunks:  # an empty input is one empty chunk: the outputs are still written
+        yield _chunk(parts, offsets)
+
+
+def _chunk(parts: dict[str, list], offsets: dict[str, int]) -> Input:
+    convs = {s: parts.get(s, []) for s in SPLITS}
+    return convs, parts.get("pairs", []), parts.get("documents", []), offsets
+
+
 def units_of(
-    convs: dict[str, list[Conversation]], pairs: list[PreferencePair], docs: list[Document] = ()
+    convs: dict[str, list[Conversation]], pairs: list[PreferencePair], docs: list[Document] = (),
+    offsets: dict[str, int] | None = None,
 ) -> list[Unit]:
+    off = offsets or {}
     units = []
     for split in SPLITS:
-        for ci, c in enumerate(convs[split]):
+        for ci, c in enumerate(convs[split], off.get(split, 0)):
             rec = RecordKey("conv", split, ci)
             for mi, m in enumerate(c.messages):
                 units.append(Unit(TextKey(rec, "messages", mi), m.content, code(m.lang or c.lang)))
-    for pi, p in enumerate(pairs):
+    for pi, p in enumerate(pairs, off.get("pairs", 0)):
         rec = RecordKey("pair", "pairs", pi)
         for mi, m in enumerate(p.prompt):
             units.append(Unit(TextKey(rec, "prompt", mi), m.content, code(m.lang or p.lang)))
         units.append(Unit(TextKey(rec, "chosen"), p.chosen, code(p.lang)))
         units.append(Unit(TextKey(rec, "rejected"), p.rejected, code(p.lang)))
-    for di, d in enumerate(docs):
+    for di, d in enumerate(docs, off.get("documents", 0)):
         units.append(Unit(TextKey(RecordKey("doc", "documents", di), "text"), d.text, code(d.lang)))
     return units
 
@@ -198,18 +246,21 @@ def plan_routes(units: list[Unit], recipe: Recipe) -> dict[str, list[Leg]]:
     return routes  # type: ignore[return-value]
 
 
-def make_plan(recipe: Recipe, rundir: RunDir, load: bool = True) -> Plan:
-    """Read the input, decide languages and routes (unroutable pairs stop here), segment."""
+def make_plan(
+    recipe: Recipe, rundir: RunDir, load: bool = True, data: Input | None = None, engines: dict[str, Engine] | None = None
+) -> Plan:
+    """Read the input (or take `data`, one chunk of it), decide languages and routes (unroutable
+    pairs stop here), segment. `engines` (model -> engine) are reused and added to."""
     t = recipe.translate
-    convs, pairs, docs = read_input(rundir)
-    units = units_of(convs, pairs, docs)
+    convs, pairs, docs, offsets = data if data is not None else (*read_input(rundir), {})
+    units = units_of(convs, pairs, docs, offsets)
     assign_languages(units, recipe)
     routes = plan_routes(units, recipe)
     if load:  # `toy:PATH` models are trained here from their parallel file (the quickstart's demo MT)
         toys = {leg.model for legs in routes.values() for leg in legs if is_toy(leg.model)}
         trained = {m: ensure_toy_model(m, Path(recipe.base_dir), rundir.root / "toy-mt") for m in toys}
         routes = {s: [Leg(leg.src, leg.tgt, trained.get(leg.model, leg.model)) for leg in legs] for s, legs in routes.items()}
-    plan = Plan(recipe, convs, pairs, units, routes, docs=docs)
+    plan = Plan(recipe, convs, pairs, units, routes, engines if engines is not None else {}, docs=docs, offsets=offsets)
     if load:
         for legs in plan.routes.values():
             for leg in legs:

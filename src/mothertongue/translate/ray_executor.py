@@ -24,10 +24,10 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from mothertongue.config import Recipe
 from mothertongue.engines.catalogue import Leg
 from mothertongue.errors import MothertongueError
 from mothertongue.runs import StageError
-from mothertongue.translate.plan import Plan
 
 
 def import_ray():
@@ -72,10 +72,10 @@ class TranslatorActor:
 class RayExecutor:
     """Batches translated by a pool of Ray actors per model (created on first use)."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, recipe: Recipe):
         self.ray = import_ray()
-        self.plan = plan
-        self.cfg = plan.recipe.translate.ray
+        self.t = recipe.translate
+        self.cfg = recipe.translate.ray
         self.started = False
         if not self.ray.is_initialized():
             # A local cluster gets room for every worker asked for (else actors would wait forever).
@@ -94,7 +94,7 @@ class RayExecutor:
         if model not in self.pools:
             from ray.util import ActorPool
 
-            t = self.plan.recipe.translate
+            t = self.t
             actor = self.ray.remote(
                 num_cpus=self.cfg.num_cpus, num_gpus=self.cfg.num_gpus, max_restarts=self.cfg.max_restarts,
                 max_task_retries=-1,

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 from mothertongue.config import Recipe
 from mothertongue.engines.memory import Memory
 from mothertongue.runs import RunDir, StageError, atomic_write_json
 from mothertongue.translate.assemble import assemble
-from mothertongue.translate.plan import Plan, make_plan
-from mothertongue.translate.work import execute
+from mothertongue.translate.plan import Plan, make_plan, read_chunks
+from mothertongue.translate.work import execute, make_executor
 
 
 def memory_path(recipe: Recipe) -> Path:
@@ -37,22 +38,38 @@ def shard_memory_paths(recipe: Recipe) -> list[Path]:
 
 
 def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
-    """The stage: plan, translate what the memory lacks, assemble outputs, report."""
+    """The stage: plan, translate what the memory lacks, assemble outputs, report; chunk by chunk
+    of `translate.chunk_records` records (one chunk for most inputs), so memory stays bounded."""
     started = time.time()
-    plan = make_plan(recipe, rundir)
-    memory = Memory(memory_path(recipe))
+    (out / "documents.jsonl").unlink(missing_ok=True)  # a failed earlier attempt's; chunks append
+    memory = executor = None
+    engines: dict = {}
+    report: dict = {}
+    stats: Counter = Counter()
+    routes: dict[str, list[str]] = {}
+    merged: list[str] = []
     try:
-        merged = []
-        for p in shard_memory_paths(recipe):
-            memory.merge_from(p)
-            merged.append(p.name)
-        stats = execute(plan, memory)
-        report = assemble(plan, memory, out)
+        for k, data in enumerate(read_chunks(rundir, recipe.translate.chunk_records)):
+            plan = make_plan(recipe, rundir, data=data, engines=engines)
+            if memory is None:  # opened once the first plan holds: an unroutable pair creates no file
+                memory = Memory(memory_path(recipe))
+                for p in shard_memory_paths(recipe):
+                    memory.merge_from(p)
+                    merged.append(p.name)
+            executor = executor or make_executor(recipe, engines)
+            stats.update(execute(plan, memory, executor=executor))
+            report = add_reports(report, assemble(plan, memory, out, append=k > 0))
+            routes.update(routes_summary(plan))
+            report["chunks"] = k + 1
     finally:
-        memory.close()
+        if executor is not None:
+            executor.close()
+        if memory is not None:
+            memory.close()
     secs = time.time() - started
+    stats = dict(stats)
     report.update(
-        engine=recipe.translate.engine, routes=routes_summary(plan), segments=stats, merged_shards=merged,
+        engine=recipe.translate.engine, routes=routes, segments=stats, merged_shards=merged,
         seconds=round(secs, 2), segments_per_second=round(stats.get("translated", 0) / secs, 2) if secs else None,
         memory=str(memory_path(recipe)),
     )  # fmt: skip
@@ -60,6 +77,26 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     return {k: report[k] for k in ("written", "messages_by_pair", "passthrough_messages", "pivoted_messages")} | {
         "flagged": len(report["flagged"]), "segments": stats,
     }  # fmt: skip
+
+
+def add_reports(total: dict, part: dict) -> dict:
+    """Two chunks' assembly counts as one: numbers and per-key counts summed, lists joined."""
+    if not total:
+        return part
+    out = dict(total)
+    for k, v in part.items():
+        if isinstance(v, (bool, str)):
+            out[k] = v
+        elif isinstance(v, (int, float)):
+            out[k] = total.get(k, 0) + v
+        elif isinstance(v, dict):
+            merged = dict(total.get(k, {}))
+            for n, x in v.items():
+                merged[n] = merged.get(n, 0) + x
+            out[k] = merged
+        elif isinstance(v, list):
+            out[k] = total.get(k, []) + v
+    return out
 
 
 def routes_summary(plan: Plan) -> dict:
@@ -75,14 +112,24 @@ def run_shard(recipe: Recipe, index: int, count: int) -> dict:
     """Translate this worker's share into its own memory file (merged by the final run)."""
     if not 0 <= index < count:
         raise StageError(f"--shard {index}/{count}: index must be in 0..{count - 1}")
-    plan = make_plan(recipe, RunDir(Path(recipe.run_dir)))
+    rundir = RunDir(Path(recipe.run_dir))
     main = memory_path(recipe)
-    memory = Memory(main.with_name(f"{main.stem}.shard{index}of{count}.sqlite"))
+    path = main.with_name(f"{main.stem}.shard{index}of{count}.sqlite")
+    memory = executor = None
+    engines: dict = {}
+    stats: Counter = Counter()
     try:
-        stats = execute(plan, memory, shard=(index, count))
+        for data in read_chunks(rundir, recipe.translate.chunk_records):
+            plan = make_plan(recipe, rundir, data=data, engines=engines)
+            memory = memory or Memory(path)
+            executor = executor or make_executor(recipe, engines)
+            stats.update(execute(plan, memory, shard=(index, count), executor=executor))
     finally:
-        memory.close()
-    return {"memory": str(memory.path), **stats}
+        if executor is not None:
+            executor.close()
+        if memory is not None:
+            memory.close()
+    return {"memory": str(path), **stats}
 
 
 _SHARD = re.compile(r"^(\d+)/(\d+)$")

@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 
 from mothertongue import progress
-from mothertongue.config import TranslateConfig
+from mothertongue.config import Recipe, TranslateConfig
 from mothertongue.engines import Engine
 from mothertongue.engines.catalogue import Leg
 from mothertongue.engines.memory import Memory
@@ -41,8 +41,9 @@ def leg_langid(t: TranslateConfig, leg: Leg) -> LangId | None:
     return LangId([leg.src, leg.tgt]) if ok else None
 
 
-def execute(plan: Plan, memory: Memory, shard: tuple[int, int] | None = None) -> dict:
-    """Translate everything the memory lacks (this shard's part only, when sharded)."""
+def execute(plan: Plan, memory: Memory, shard: tuple[int, int] | None = None, executor=None) -> dict:
+    """Translate everything the memory lacks (this shard's part only, when sharded); `executor`:
+    one made by `make_executor` that outlives this plan (a chunk of the input), else one for it."""
     t = plan.recipe.translate
     by_leg1: dict[Leg, set[str]] = defaultdict(set)
     for u in plan.units:
@@ -51,7 +52,8 @@ def execute(plan: Plan, memory: Memory, shard: tuple[int, int] | None = None) ->
             by_leg1[legs[0]].update(u.doc.segments())
     total = sum(len(v) for v in by_leg1.values())
     stats: Counter = Counter()
-    executor = make_executor(plan)
+    own = executor is None
+    executor = executor or make_executor(plan.recipe, plan.engines)
     try:
         with progress.task("translate", total=total, unit="segments", enabled=t.progress) as bar:
             for leg, segs in by_leg1.items():
@@ -71,7 +73,8 @@ def execute(plan: Plan, memory: Memory, shard: tuple[int, int] | None = None) ->
                 pivot = translate_leg(plan, executor, second, mids, memory, None, bar)
             stats.update({f"pivot_{k}": v for k, v in pivot.items()})
     finally:
-        executor.close()
+        if own:
+            executor.close()
     stats["segments"] = total
     return dict(stats)
 
@@ -104,15 +107,16 @@ def translate_batch(
 class LocalExecutor:
     """Batches translated one after another by this process's engines."""
 
-    def __init__(self, plan: Plan):
-        self.plan = plan
+    def __init__(self, recipe: Recipe, engines: dict[str, Engine]):
+        self.t = recipe.translate
+        self.engines = engines  # model -> engine, filled by make_plan
         self.langids: dict[Leg, LangId | None] = {}
 
     def run(self, leg: Leg, batches: list[list[str]]) -> Iterator[tuple[list[str], list[str], list[str], dict]]:
-        t = self.plan.recipe.translate
+        t = self.t
         if leg not in self.langids:
             self.langids[leg] = leg_langid(t, leg)
-        eng = self.plan.engines[leg.model]
+        eng = self.engines[leg.model]
         for chunk in batches:
             yield (chunk, *translate_batch(eng, chunk, leg, t, self.langids[leg]))
 
@@ -120,12 +124,13 @@ class LocalExecutor:
         pass
 
 
-def make_executor(plan: Plan):
-    if plan.recipe.translate.executor == "ray":
+def make_executor(recipe: Recipe, engines: dict[str, Engine]):
+    """The recipe's executor (`translate.executor`); close() it when the stage is done."""
+    if recipe.translate.executor == "ray":
         from mothertongue.translate.ray_executor import RayExecutor
 
-        return RayExecutor(plan)
-    return LocalExecutor(plan)
+        return RayExecutor(recipe)
+    return LocalExecutor(recipe, engines)
 
 
 def translate_leg(
