@@ -169,3 +169,29 @@ def test_export_data_has_the_translated_documents(run, tmp_path):
     assert [(r["id"], r["text"], r["source_text"]) for r in rows] == [
         (d["id"], d["text"], d["meta"]["source_text"]) for d in want
     ]
+
+
+def test_parquet_file_and_hf_dataset_folder_sources(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mothertongue.config import load_recipe
+    from mothertongue.formats.report import IngestReport
+    from mothertongue.ingest import read_sources
+
+    rows = [{"body": DOC.format(*S), "url": "https://example.com/a"}, {"body": "Short text.", "url": "b"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "docs.parquet")
+    (tmp_path / "ds").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "ds" / "train-00000-of-00001.parquet")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "ingest:\n  sources:\n"
+        "    - {path: docs.parquet, format: documents, options: {field: body, lang: en}}\n"
+        "    - {path: ds, format: hf, options: {format: documents, field: body, lang: en}}\n",
+        encoding="utf-8",
+    )
+    docs: list = []
+    read_sources(load_recipe(recipe), IngestReport(), documents=docs)
+    assert [d.text for d in docs] == [DOC.format(*S).strip("\n"), "Short text."] * 2
+    assert docs[0].meta["extra"] == {"url": "https://example.com/a"} and docs[0].meta["row"] == 0
+    assert docs[3].meta["row"] == 1 and docs[3].lang == "en"
