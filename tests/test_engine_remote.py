@@ -222,3 +222,16 @@ def test_options_are_strict():
         load_engine("remote", "m", options={"concurency": 4})
     with pytest.raises(RecipeError, match="url must start with http"):
         load_engine("remote", "m", options={"url": "localhost:8000"})
+
+
+def test_failed_gate_is_not_asked_again_when_the_answer_would_repeat(tmp_path):
+    stub = Stub()
+    try:  # "[de] <English sentence>" fails the gate's language check; a greedy retry would repeat it
+        texts = ["The weather today is sunny and pleasantly warm outside.", "Hi."]
+        recipe = write_recipe(tmp_path, {"url": stub.url}, "  quality_gate: true\n", texts)
+        recipe.write_text(recipe.read_text().replace("  quality_gate: false\n", ""))
+        seg = translate(recipe)["segments"]
+        assert seg["translated"] == 2 and seg["flagged"] == 1 and seg["retried"] == 0
+        assert stub.requests == 2
+    finally:
+        stub.close()

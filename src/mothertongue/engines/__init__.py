@@ -125,6 +125,12 @@ class Engine:
         count = count or self.count_tokens
         return length_batches([count(t) for t in texts], self.batch_tokens, beam_size)
 
+    @property
+    def retry_helps(self) -> bool:
+        """Whether the quality gate's retry with a wider beam can change an output (False: an
+        engine whose answer would repeat, such as a greedy request to a server)."""
+        return True
+
     def settings_key(self, beam_size: int) -> str:
         """Engine name plus the settings that change its output (translation-memory key)."""
         return f"{self.name}:beam{beam_size}"

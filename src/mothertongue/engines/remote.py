@@ -127,6 +127,10 @@ class RemoteEngine(Engine):
         self.limit = RateLimit(o.requests_per_second)
         self.stop = threading.Event()
 
+    @property
+    def retry_helps(self) -> bool:
+        return self.opts.temperature > 0  # the same greedy request gets the same answer
+
     def count_tokens(self, text: str) -> int:
         return approx_tokens(
             text

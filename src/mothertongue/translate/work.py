@@ -88,19 +88,20 @@ def translate_batch(
     status = ["ok"] * len(chunk)
     stats = {"retried": 0, "flagged": 0}
     if t.quality_gate:
-        bad = [k for k, (s, o) in enumerate(zip(chunk, outs)) if gate(s, o, leg.tgt, t, langid)]
-        if bad:
-            again = eng.translate(
-                [chunk[k] for k in bad], leg.src, leg.tgt, max(t.retry_beam_size, t.beam_size)
-            )
-            for k, o in zip(bad, again):
-                reasons = gate(chunk[k], o, leg.tgt, t, langid)
-                if reasons:
-                    status[k] = "flagged:" + ",".join(reasons)
-                    stats["flagged"] += 1
-                else:
-                    outs[k], status[k] = o, "retried"
-                    stats["retried"] += 1
+        verdicts = [gate(s, o, leg.tgt, t, langid) for s, o in zip(chunk, outs)]
+        bad = [k for k, reasons in enumerate(verdicts) if reasons]
+        # An engine that would repeat its answer (greedy, no beam) is not asked again.
+        again: list[str | None] = [None] * len(bad)
+        if bad and eng.retry_helps:
+            again = eng.translate([chunk[k] for k in bad], leg.src, leg.tgt, max(t.retry_beam_size, t.beam_size))
+        for k, o in zip(bad, again):
+            reasons = verdicts[k] if o is None else gate(chunk[k], o, leg.tgt, t, langid)
+            if reasons:
+                status[k] = "flagged:" + ",".join(reasons)
+                stats["flagged"] += 1
+            else:
+                outs[k], status[k] = o, "retried"
+                stats["retried"] += 1
     return outs, status, stats
 
 
