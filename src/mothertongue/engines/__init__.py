@@ -87,7 +87,8 @@ class Engine:
         self.batch_tokens = batch_tokens
         self.allow_pickle = allow_pickle
         self.model = model
-        self.device = resolve_device(device)
+        # Resolving "auto" imports torch (hundreds of MB): only engines that run a model here need it.
+        self.device = resolve_device(device) if self.local_model else device
         self.family = family
         if self.local_model and not Path(model).exists():  # a hub id: offline or unreachable is one line now, not after retries
             check_base_model(model, field="translation model", weights=False)
