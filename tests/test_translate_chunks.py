@@ -132,3 +132,20 @@ def test_peak_memory_does_not_grow_with_the_input(stub, tmp_path):
     # the memory lookups hold), where planning the whole input at once would need about 4x. The
     # gate is off: the report lists every flagged record, which grows with the flagged count.
     assert peaks[6000] < 1.5 * peaks[1500], peaks
+
+
+def test_dry_run_in_chunks_says_the_same(stub, tmp_path):
+    from mothertongue.config import load_recipe
+    from mothertongue.translate import dry_run
+
+    write_ingest(tmp_path / "run", 20)
+    recipe = write_recipe(tmp_path, stub.url, 100_000)
+    asked = stub.requests
+    whole, chunked = (
+        dry_run(load_recipe(recipe, [f"translate.chunk_records={n}"]), calibrate=0)
+        for n in (100_000, 3)
+    )
+    assert whole == chunked and "segments: 71; distinct 35 (memory saves 36 repeats)" in whole, (
+        whole
+    )
+    assert stub.requests == asked  # nothing translated by a dry run without calibration
