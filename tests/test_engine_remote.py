@@ -109,6 +109,7 @@ def ask(url: str, body: dict) -> str:
         return json.loads(r.read())["choices"][0]["message"]["content"].strip()
 
 
+@pytest.mark.slow  # a tiny model served in this process: about 10 s with its imports
 def test_translates_through_mothertongue_serve(served, tmp_path):
     from mothertongue.engines import load_engine
 
