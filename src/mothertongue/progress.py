@@ -14,21 +14,17 @@ Anywhere else (a pipe, CI, a file) plain lines: one per 10 % of the work (at mos
 
 `stage(name, log_path)` wraps one stage: everything printed, python `logging` of the libraries
 (transformers, datasets, ...) and python warnings also go to the stage's log file (with the
-traceback when the stage fails), so a failed overnight run can be read afterwards. Library
-progress bars and chatter stay off the screen unless `configure(verbose=True)`
-(`mothertongue -v ...`), which shows them as the libraries print them.
+traceback when the stage fails), so a failed overnight run can be read afterwards (the plumbing
+is in `stagelog.py`). Library progress bars and chatter stay off the screen unless
+`configure(verbose=True)` (`mothertongue -v ...`), which shows them as the libraries print them.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import io
-import logging
 import os
-import re
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -36,25 +32,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from mothertongue import stagelog
+
 __all__ = ["Task", "configure", "log_line", "num", "stage", "task", "verbose"]
 
 PLAIN_EVERY_S = 60.0  # a plain line at least this often while work goes on
 PLAIN_MIN_S = 2.0  # and at most this often (10 % steps of a fast task would flood a CI log)
 PLAIN_STEP = 0.10  # a plain line each time this share of the work is done
-# Loggers whose records go to the stage log; their console output is cut to errors unless verbose.
-LIBRARIES = ("transformers", "datasets", "accelerate", "peft", "trl", "huggingface_hub", "torch",
-             "ctranslate2", "lm_eval", "urllib3", "filelock", "mothertongue")  # fmt: skip
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
-
 _verbose = False
 _display: _Display | None = None  # the display of the stage running now
-_lock = threading.Lock()
-
 
 QUIET_VARS = ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE")
-_SET_BY_US = (
-    "MOTHERTONGUE_QUIETED"  # which of them we set (inherited by child processes, as they are)
-)
+# which of them we set (inherited by child processes, as they are)
+_SET_BY_US = "MOTHERTONGUE_QUIETED"
 
 
 def configure(verbose: bool) -> None:
@@ -101,15 +91,11 @@ def num(v: Any) -> str:
 
 
 def _duration(s: float) -> str:
-    s = int(round(s))
-    h, rest = divmod(s, 3600)
-    return (
-        f"{h}h{rest // 60:02d}m"
-        if h
-        else f"{rest // 60}m{rest % 60:02d}s"
-        if rest >= 60
-        else f"{rest}s"
-    )
+    """2h05m, 3m07s, 42s."""
+    h, rest = divmod(int(round(s)), 3600)
+    if h:
+        return f"{h}h{rest // 60:02d}m"
+    return f"{rest // 60}m{rest % 60:02d}s" if rest >= 60 else f"{rest}s"
 
 
 def _rate(done: float, seconds: float, unit: str) -> str:
@@ -343,127 +329,6 @@ def log_line(text: str) -> None:
         display.log.write(text.rstrip("\n") + "\n")
 
 
-class _Tee(io.TextIOBase):
-    """sys.stdout / sys.stderr during a stage: the console as before, and the stage log."""
-
-    def __init__(self, stream: TextIO, log: TextIO, display: _Display):
-        self.stream, self.log, self.display = stream, log, display
-        self._pending = ""
-
-    def write(self, s: str) -> int:
-        with _lock:
-            self.log.write(_ANSI.sub("", s).replace("\r\n", "\n").replace("\r", "\n"))
-            if self.display.live and self.display.progress is not None:
-                self._pending += s
-                *lines, self._pending = self._pending.split("\n")
-                for ln in lines:
-                    self.display.echo(ln)
-            else:
-                self.stream.write(s)
-        return len(s)
-
-    def flush(self) -> None:
-        self.log.flush()
-        self.stream.flush()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self.stream, "encoding", "utf-8")
-
-    def writable(self) -> bool:
-        return True
-
-    def drain(self) -> None:
-        """Show a last line that never got its newline."""
-        if self._pending and self.display.progress is not None:
-            self.display.echo(self._pending)
-        self._pending = ""
-
-
-class _Counter(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.n = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.n += 1
-
-
-@contextmanager
-def _library_logging(log: TextIO) -> Iterator[_Counter]:
-    """Library log records (INFO and up) into the stage log; on the console only errors unless
-    verbose. Everything is put back afterwards."""
-    fh = logging.StreamHandler(log)
-    fh.setLevel(logging.INFO)
-    fh.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    )
-    counter = _Counter()
-    undo: list = []
-    root = logging.getLogger()
-    for h in (fh, counter):
-        root.addHandler(h)
-        undo.append(lambda h=h: root.removeHandler(h))
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        old = root.level
-        root.setLevel(logging.INFO)
-        undo.append(lambda: root.setLevel(old))
-    for name in LIBRARIES:
-        lg = logging.getLogger(name)
-        shown = lg.getEffectiveLevel()
-        if lg.level != logging.INFO:
-            old_level = lg.level
-            lg.setLevel(logging.INFO)
-            undo.append(lambda lg=lg, v=old_level: lg.setLevel(v))
-        if not lg.propagate:
-            for h in (fh, counter):
-                lg.addHandler(h)
-                undo.append(lambda lg=lg, h=h: lg.removeHandler(h))
-        for h in lg.handlers:
-            if h in (fh, counter):
-                continue
-            old_h = h.level
-            h.setLevel(max(old_h, shown) if _verbose else max(old_h, logging.ERROR))
-            undo.append(lambda h=h, v=old_h: h.setLevel(v))
-    if _verbose:
-        # what the libraries would have shown without us: warnings on stderr
-        console = logging.StreamHandler(sys.stderr)
-        console.setLevel(logging.WARNING)
-        root.addHandler(console)
-        undo.append(lambda: root.removeHandler(console))
-    else:
-        logging.captureWarnings(True)  # python warnings -> the log file, not the screen
-        undo.append(lambda: logging.captureWarnings(False))
-    try:
-        yield counter
-    finally:
-        for u in reversed(undo):
-            u()
-
-
-def _command() -> str:
-    args = " ".join(sys.argv[1:])
-    return f"mothertongue {args}" if "mothertongue" in sys.argv[0] else " ".join(sys.argv)
-
-
-def _versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = [f"python {sys.version.split()[0]}"]
-    for pkg in ("mothertongue", "torch", "transformers", "trl", "peft", "datasets"):
-        try:
-            out.append(f"{pkg} {version(pkg)}")
-        except PackageNotFoundError:
-            pass
-    return ", ".join(out)
-
-
 @contextmanager
 def stage(name: str, log_path: Path | None, models: bool = True) -> Iterator[None]:
     """Run a stage with its display and its log file (appended to: each attempt has a header, and
@@ -489,17 +354,16 @@ def stage(name: str, log_path: Path | None, models: bool = True) -> Iterator[Non
     if log is None:
         log = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
     started = time.time()
-    log.write(f"\n===== {name} started {time.strftime('%Y-%m-%d %H:%M:%S')} (pid {os.getpid()}) =====\n"
-              f"command: {_command()}\n{_versions()}\n")  # fmt: skip
+    log.write(stagelog.header(name))
     display = _Display(sys.stdout, log)
     out, err = sys.stdout, sys.stderr
-    tees = _Tee(out, log, display), _Tee(err, log, display)
+    tees = stagelog.Tee(out, log, display), stagelog.Tee(err, log, display)
     sys.stdout, sys.stderr = tees
     _display = display
     outcome = "failed"
     warnings = None
     try:
-        with _library_logging(log) as counter:
+        with stagelog.library_logging(log, _verbose) as counter:
             warnings = counter
             yield
         outcome = "finished"
