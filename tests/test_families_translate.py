@@ -17,11 +17,7 @@ import pytest
 
 from family_models import TOKENIZERS
 
-# Merged at the end of session 4 without a complete run; its first run failed the CTranslate2 vs
-# Transformers comparisons on random-weight Marian models (the greedy outputs of untrained weights
-# diverge after a few tokens). Known failures, tracked in #15; not strict, passing ones show XPASS.
-pytestmark = [pytest.mark.real_models,
-              pytest.mark.xfail(strict=False, reason="#15: translate-family checks not yet passing everywhere")]
+pytestmark = pytest.mark.real_models
 MT = {"en-mg": "opus-mt-en-mg", "zh-en": "opus-mt-zh-en", "m2m100": "m2m100-418m"}
 FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
          "source.spm", "target.spm", "sentencepiece.bpe.model", "added_tokens.json")
@@ -83,13 +79,19 @@ def test_ctranslate2_translates_like_transformers(mt_models, tmp_path, key, src,
 
     opts = {"cache_dir": str(tmp_path / "ct2"), "compute_type": "float32", "max_decoding_length": 12}
     ct2 = load_engine("ctranslate2", str(mt_models[key]), device="cpu", options=opts)
-    hf = load_engine("transformers", str(mt_models[key]), device="cpu", options={"max_new_tokens": 12})
     ct2._load()
+    # compute_type float32 converts float32 weights (it used to convert int8 whatever was asked:
+    # log-probabilities 1e-3 off, and random weights' near-ties then picked other tokens).
+    assert "-float32-" in ct2.ct2_path.name and (ct2.ct2_path / "model.bin").exists()
+    # Random weights never say EOS, so both stop at the length limit, where Marian's generation
+    # config forces EOS as Transformers' last token (CTranslate2 has no such rule): one more
+    # token for Transformers gives both 12 tokens of translation.
+    hf = load_engine("transformers", str(mt_models[key]), device="cpu", options={"max_new_tokens": 12})
     hf._load()
+    hf.opts.max_new_tokens += hf.net.generation_config.forced_eos_token_id is not None
     texts = ["Hello world.", TEXT] if src == "en" else ["你好，世界。"]
     a, b = ct2.translate(texts, src, tgt), hf.translate(texts, src, tgt)
-    assert a == b, (a, b)
-    assert (ct2.ct2_path / "model.bin").exists()
+    assert a == b and all(a), (a, b)
 
 
 @pytest.mark.slow
@@ -144,7 +146,7 @@ def test_routing_and_pivot_with_real_ids_mapped_to_local_folders(mt_models):
     assert route("zh", "en", "opus-mt", None, {}) == [Leg("zh", "en", "Helsinki-NLP/opus-mt-zh-en")]
     assert route("zh", "mg", "opus-mt", None, models) == [Leg("zh", "en", models["zh-en"]),
                                                         Leg("en", "mg", models["en-mg"])]
-    assert route("de", "mg", "opus-mt", None, models) is None  # no de->en model: no route
+    assert route("sw", "mg", "opus-mt", None, models) is None  # no sw->en model known or mapped: no route
     m2m = str(mt_models["m2m100"])
     assert family_of(m2m, "m2m_100") == "m2m100"
     assert route("zh", "de", "m2m100", m2m, {}) == [Leg("zh", "de", m2m)]  # many-to-many: direct

@@ -221,21 +221,24 @@ sys.path[0:0] = [str(checkout), str(checkout / "gguf-py")]
 from transformers import AutoConfig
 arch = (AutoConfig.from_pretrained(model).architectures or ["?"])[0]
 out = {"arch": arch}
+cls = None
 try:
     from conversion import get_model_class
     from conversion.base import TextModel
-    get_model_class(arch)
-    out["arch_ok"] = True
+    cls = get_model_class(arch)
 except ImportError:
     import convert_hf_to_gguf as m
     TextModel = getattr(m, "TextModel", None) or m.Model
     try:
-        TextModel.from_model_architecture(arch)
-        out["arch_ok"] = True
+        cls = TextModel.from_model_architecture(arch)
     except NotImplementedError:
-        out["arch_ok"] = False
+        pass
 except NotImplementedError:
-    out["arch_ok"] = False
+    pass
+out["arch_ok"] = cls is not None
+if cls is not None:
+    import gguf
+    out["gguf_arch"] = gguf.MODEL_ARCH_NAMES.get(getattr(cls, "model_arch", None))
 if (model / "tokenizer.model").exists():
     out["pre"] = "sentencepiece"
 else:
@@ -279,6 +282,11 @@ def check_gguf(base: str, fetch: bool, log=print, tokenizer=None) -> Check:
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     if not res["arch_ok"]:
         return Check("gguf", "warn", f"llama.cpp's converter has no model class for {res['arch']}")
+    from mothertongue.export.gguf import transformers_reads_gguf
+
+    if res.get("gguf_arch") and not transformers_reads_gguf(res["gguf_arch"]):
+        return Check("gguf", "warn", f"llama.cpp converts {res['arch']}, but Transformers cannot load a "
+                     f"{res['gguf_arch']} GGUF back, so export cannot check the file and refuses")
     if res["pre"] is None:
         named = gguf_pre_tokenizer(Path(base))
         if named:

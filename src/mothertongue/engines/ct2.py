@@ -32,7 +32,9 @@ from mothertongue.errors import RecipeError
 
 class CTranslate2Options(EngineOptions):
     family: str = Field("auto", description="Model family (opus-mt, nllb, m2m100, madlad, mbart50, plain) or auto.")
-    compute_type: str = Field("auto", description="auto: int8 on CPU, int8_float16 on GPU; or any CTranslate2 compute type.")
+    compute_type: str = Field(
+        "auto", description="auto: int8 on CPU, int8_float16 on GPU; or any CTranslate2 compute type (weights converted to it)."
+    )
     tokenizer: str | None = Field(
         None, description="Tokenizer: a Transformers tokenizer path/id, `chars` or `whitespace`; default: the model's."
     )
@@ -87,11 +89,16 @@ class CTranslate2Engine(Engine):
 
         gpu = self.device == "cuda"
         compute = self.opts.compute_type
+        # The weights are converted to the type asked for: float32 computed on int8 weights (the
+        # conversion's type used to be int8 whatever compute_type said) is not float32.
+        weights = "float16" if gpu else "int8"
         if compute == "auto":
             compute = "int8_float16" if gpu else "int8"
+        elif compute != "default":
+            weights = compute
         is_ct2 = (Path(self.model) / "model.bin").exists()
         self.family = "plain" if is_ct2 and not self.family else resolve_family(self.model, self.family or self.opts.family)
-        path = Path(self.model) if is_ct2 else convert(self.model, "float16" if gpu else "int8", self.opts.cache_dir, self.allow_pickle)
+        path = Path(self.model) if is_ct2 else convert(self.model, weights, self.opts.cache_dir, self.allow_pickle)
         self.ct2_path = path
         self.translator = ctranslate2.Translator(
             str(path), device=self.device, compute_type=compute,

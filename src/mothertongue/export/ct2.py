@@ -89,39 +89,65 @@ def ct2_supports(model_dir: Path) -> None:
         raise StageError(f"CTranslate2 has no converter for {name} ({model_dir}); export --format merged or gguf instead")
 
 
+def _rope(config) -> dict:
+    return getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+
+
+def _mended_loaders(loaders: dict) -> dict:
+    """CTranslate2 4.x loaders that still read Transformers 4's layout, mended.
+
+    - Phi-3 reads the LongRoPE factors from every attention layer's `rotary_emb`, which
+      Transformers 5 no longer has (one rotary embedding on the model, factors in the config):
+      the conversion died with an AttributeError. It is given the config's factors where it looks.
+      It also leaves the RMSNorm epsilon at CTranslate2's default 1e-6 where Phi-3 has 1e-5
+      (logits off by ~0.5 %).
+    - GPT-NeoX (Pythia) reads `config.rotary_pct` and the head as `embed_out`, in Transformers 5
+      the rope parameters' `partial_rotary_factor` and `lm_head`: the conversion died with an
+      AttributeError."""
+    out = {}
+    if "Phi3Config" in loaders:
+
+        class Phi3Loader(type(loaders["Phi3Config"])):
+            def set_decoder(self, spec, module, *args, **kwargs):
+                rope = _rope(module.config)
+                factors = SimpleNamespace(long_factor=rope.get("long_factor"), short_factor=rope.get("short_factor"))
+                for layer in module.layers:
+                    if not hasattr(layer.self_attn, "rotary_emb"):
+                        object.__setattr__(layer.self_attn, "rotary_emb", factors)
+                return super().set_decoder(spec, module, *args, **kwargs)
+
+            def set_config(self, config, model, tokenizer):
+                super().set_config(config, model, tokenizer)
+                if getattr(config, "layer_norm_epsilon", None) is None:
+                    config.layer_norm_epsilon = model.config.rms_norm_eps
+
+        out["Phi3Config"] = Phi3Loader()
+    if "GPTNeoXConfig" in loaders:
+
+        class GPTNeoXLoader(type(loaders["GPTNeoXConfig"])):
+            def get_model_spec(self, model):
+                if not hasattr(model.config, "rotary_pct"):
+                    model.config.rotary_pct = _rope(model.config).get("partial_rotary_factor", 1.0)
+                if not hasattr(model, "embed_out"):
+                    object.__setattr__(model, "embed_out", model.get_output_embeddings())
+                return super().get_model_spec(model)
+
+        out["GPTNeoXConfig"] = GPTNeoXLoader()
+    return out
+
+
 @contextmanager
 def _loaders_for_this_transformers():
-    """Two mistakes of CTranslate2's Phi-3 loader, mended for the time of one conversion. It reads
-    the LongRoPE factors from every attention layer's `rotary_emb`, which Transformers 5 no longer
-    has (one rotary embedding on the model, factors in the config): the conversion died with an
-    AttributeError; it is given the config's factors where it looks. And it leaves the RMSNorm
-    epsilon at CTranslate2's default 1e-6 where Phi-3 has 1e-5 (logits off by ~0.5 %)."""
+    """CTranslate2's registry with the mended loaders, for the time of one conversion."""
     from ctranslate2.converters import transformers as ct2_tf
 
-    base = ct2_tf._MODEL_LOADERS.get("Phi3Config")
-    if base is None:
-        yield
-        return
-
-    class Phi3Loader(type(base)):
-        def set_decoder(self, spec, module, *args, **kwargs):
-            rope = getattr(module.config, "rope_parameters", None) or getattr(module.config, "rope_scaling", None) or {}
-            factors = SimpleNamespace(long_factor=rope.get("long_factor"), short_factor=rope.get("short_factor"))
-            for layer in module.layers:
-                if not hasattr(layer.self_attn, "rotary_emb"):
-                    object.__setattr__(layer.self_attn, "rotary_emb", factors)
-            return super().set_decoder(spec, module, *args, **kwargs)
-
-        def set_config(self, config, model, tokenizer):
-            super().set_config(config, model, tokenizer)
-            if getattr(config, "layer_norm_epsilon", None) is None:
-                config.layer_norm_epsilon = model.config.rms_norm_eps
-
-    ct2_tf._MODEL_LOADERS["Phi3Config"] = Phi3Loader()
+    mended = _mended_loaders(ct2_tf._MODEL_LOADERS)
+    saved = {k: ct2_tf._MODEL_LOADERS[k] for k in mended}
+    ct2_tf._MODEL_LOADERS.update(mended)
     try:
         yield
     finally:
-        ct2_tf._MODEL_LOADERS["Phi3Config"] = base
+        ct2_tf._MODEL_LOADERS.update(saved)
 
 
 def to_ctranslate2(

@@ -173,6 +173,14 @@ def _convert(merged_dir: Path, first: Path, outtype: str, checkout: Path) -> str
     return pre if convert_with_pre.MARK in proc.stderr else None
 
 
+def transformers_reads_gguf(architecture: str) -> bool:
+    """Whether Transformers' GGUF loader knows a GGUF architecture name (llama.cpp's, e.g. "olmo2",
+    "gptneox"): export checks every file by loading it back with it."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    return architecture in GGUF_SUPPORTED_ARCHITECTURES or architecture.replace("moe", "_moe") in GGUF_SUPPORTED_ARCHITECTURES
+
+
 def _tensors_and_template(path: Path) -> tuple[int, bool]:
     """How many tensors the file holds and whether it carries a chat template, from its header.
     Transformers' reader skips the vocabulary; gguf-py's parses every string of it (about a
@@ -256,10 +264,18 @@ def to_gguf(
     )
 
     # The file as Transformers reads it: tokenizer rebuilt from its vocabulary, weights dequantized.
-    tok = AutoTokenizer.from_pretrained(out_file.parent, gguf_file=out_file.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        out_file.parent, gguf_file=out_file.name, dtype=torch.float32
-    ).eval()
+    try:
+        tok = AutoTokenizer.from_pretrained(out_file.parent, gguf_file=out_file.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            out_file.parent, gguf_file=out_file.name, dtype=torch.float32
+        ).eval()
+    except (ValueError, RuntimeError, KeyError, NotImplementedError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        out_file.unlink(missing_ok=True)
+        raise StageError(
+            f"{out_file}: Transformers cannot load this GGUF back, so it cannot be checked and is not "
+            f"kept ({first})"
+        ) from None
     stop_ids = stop_token_ids(tok, end_of_turn)
     rendered = [
         ref_tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts
