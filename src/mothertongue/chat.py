@@ -5,8 +5,10 @@
     echo "Nenne drei Farben." | mothertongue chat runs/quickstart     # prompts from stdin
     mothertongue chat runs/quickstart/export/merged                 # an exported model folder
 
-REPL commands: /reset, /system TEXT, /style NAME, /preset NAME, /save FILE, /load FILE, /help,
-/quit. Replies stream as they are generated and stop at the end-of-turn token; each reply is
+    mothertongue chat runs/vision_de --image photo.jpg -p "Was siehst du?"   # a vision run
+
+REPL commands: /reset, /system TEXT, /style NAME, /preset NAME, /image PATH (vision models: the
+image goes with your next message), /save FILE, /load FILE, /help, /quit. Replies stream as they are generated and stop at the end-of-turn token; each reply is
 followed by its length and speed in tokens/s.
 """
 
@@ -21,7 +23,7 @@ from mothertongue.languages import you_prompt
 from mothertongue.models import WHICH, load_model  # noqa: F401  (chat.load_model: older import path)
 from mothertongue.prompts import style_system_prompt, with_system
 
-HELP = ("commands: /reset  /system TEXT  /style NAME  /preset greedy|beam|sample  /save FILE  "
+HELP = ("commands: /reset  /system TEXT  /style NAME  /preset greedy|beam|sample  /image PATH  /save FILE  "
         "/load FILE  /help  /quit   (empty line does nothing)")
 
 
@@ -30,7 +32,11 @@ class ChatSession:
                  system: str | None = None, max_new_tokens: int | None = None,
                  style: str | None = None, trust_remote_code: bool = False):
         # trust_remote_code is the user's flag only; nothing in the run folder can turn it on.
-        self.model, self.tokenizer, self.stop_ids, info = load_model(Path(run_dir), which, trust_remote_code)
+        self.model, self.tokenizer, self.stop_ids, info = load_model(Path(run_dir), which, trust_remote_code,
+                                                                     vision=True)
+        self.processor = info.processor  # set for a vision-language model
+        self.pending_images: list[str] = []  # attached with --image or /image, sent with the next message
+        self.history_images: list[str] = []  # the images of the conversation so far, in order
         self.recipe = info.recipe
         self.chat_cfg = self.recipe.chat if self.recipe else None
         self.language = info.language
@@ -55,13 +61,45 @@ class ChatSession:
     def messages(self, user: str) -> list[dict]:
         return with_system([*self.history, {"role": "user", "content": user}], self.system_prompt)
 
+    def attach_image(self, path: str) -> None:
+        """Send the image at `path` with the next message; a missing, broken or too large image,
+        or a text-only model, is a one-line DataError now."""
+        from mothertongue.conversation import DataError
+        from mothertongue.vision.images import open_image
+
+        if self.processor is None:
+            raise DataError("this model takes no images; train a vision model (a `vision:` section and "
+                            "`mothertongue vision RECIPE`) and chat with its run")
+        open_image(path, *self._image_limits())
+        self.pending_images.append(str(path))
+
+    def _image_limits(self) -> tuple[int, int]:
+        v = self.recipe.vision if self.recipe else None
+        return (v.max_image_pixels, v.max_image_bytes) if v else (40_000_000, 20_000_000)
+
+    def _vision_reply(self, user: str):
+        from mothertongue.vision.images import open_image
+        from mothertongue.vision.infer import answer
+
+        mark = "".join(f"{self.processor.image_token}\n" for _ in self.pending_images)
+        user = mark + user
+        paths = self.history_images + self.pending_images
+        images = [open_image(p, *self._image_limits()) for p in paths]
+        rep = answer(self.model, self.processor, self.messages(user), images, self.stop_ids, **self.gen_kwargs)
+        self.history_images, self.pending_images = paths, []
+        return user, rep
+
     def reply(self, user: str, stream: bool = False, on_text=None):
         """Answer `user` in the running conversation. With `stream`, pieces of text go to
         `on_text` (default: stdout) as they are generated; `Reply.streamed` says so."""
         from mothertongue.generation import generate, stream_generate
 
         t0 = time.perf_counter()
-        if stream:
+        if self.processor is not None:  # one piece at the end: the vision path does not stream
+            user, rep = self._vision_reply(user)
+            if stream:
+                (on_text or (lambda t: (sys.stdout.write(t), sys.stdout.flush())))(rep.text)
+        elif stream:
             sink = on_text or (lambda t: (sys.stdout.write(t), sys.stdout.flush()))
             rep = stream_generate(self.model, self.tokenizer, self.messages(user), self.stop_ids, sink,
                                   **self.gen_kwargs)
@@ -75,9 +113,12 @@ class ChatSession:
 
     def reset(self) -> None:
         self.history = []
+        self.history_images, self.pending_images = [], []
 
     def save(self, path: Path) -> None:
         data = {"system": self.system, "style": self.style, "preset": self.preset, "messages": self.history}
+        if self.history_images:
+            data["images"] = self.history_images
         Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
     def load(self, path: Path) -> None:
@@ -99,6 +140,7 @@ class ChatSession:
                     and isinstance(m.get("content"), str)):
                 raise DataError(f"{path}: messages[{i}]: must be {{role: user|assistant, content: text}}")
         self.history = [{"role": m["role"], "content": m["content"]} for m in msgs]
+        self.history_images = [str(p) for p in data.get("images") or []]
         if "system" in data:
             self.system = data["system"]
         if "style" in data:
@@ -140,6 +182,15 @@ def _command(session: ChatSession, line: str, say) -> bool:
                     session.load(Path(arg))
                     say(f"(loaded {len(session.history) // 2} turns from {arg})")
             except (DataError, OSError) as e:
+                say(f"error: {e}")
+    elif cmd == "/image":
+        if not arg:
+            say("usage: /image PATH")
+        else:
+            try:
+                session.attach_image(arg)
+                say(f"(image {arg} goes with your next message)")
+            except DataError as e:
                 say(f"error: {e}")
     elif cmd == "/help":
         say(HELP)

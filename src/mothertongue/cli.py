@@ -199,6 +199,12 @@ def train(recipe: str = RECIPE, overrides: list[str] = OVERRIDES, force: bool = 
 
 
 @app.command()
+def vision(recipe: str = RECIPE, overrides: list[str] = OVERRIDES, force: bool = FORCE) -> None:
+    """Compose a vision-language model from the tuned model and an image encoder; train it in two stages."""
+    _stage("vision", recipe, overrides, force)
+
+
+@app.command()
 def evaluate(
     target: str = typer.Argument(..., help="Recipe YAML file, or a run directory (uses its recipe.resolved.yaml)."),
     overrides: list[str] = OVERRIDES,
@@ -228,6 +234,7 @@ def chat(
     base: bool = typer.Option(False, "--base", help="Talk to the untuned base model instead."),
     merged: bool = typer.Option(False, "--merged", help="Merge the LoRA adapter into the base first."),
     max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Longest reply in tokens."),
+    image: list[str] = typer.Option(None, "--image", help="An image for the first message (vision runs; repeatable)."),
     trust_remote_code: bool = TRUST_REMOTE_CODE,
 ) -> None:
     """Talk to a tuned model: a multi-turn REPL, one answer with --prompt, or prompts piped on stdin."""
@@ -241,8 +248,15 @@ def chat(
     if preset is not None:
         generation_kwargs(preset)  # an unknown preset fails here, before the model loads
     which = "base" if base else "merged" if merged else "tuned"
+    if image:
+        from mothertongue.vision.images import open_image
+
+        for p in image:  # a bad image fails before the model loads
+            open_image(p)
     session = ChatSession(Path(run_dir), which, preset, system, max_new_tokens, style=style,
                           trust_remote_code=trust_remote_code)
+    for p in image or []:
+        session.attach_image(p)
     if prompt is not None:
         text = sys.stdin.read().strip() if prompt == "-" else prompt
         rep = session.reply(text)

@@ -283,6 +283,60 @@ class TrainConfig(Strict):
         return v
 
 
+# ----------------------------------------------------------------------------- vision
+class VisionSourceConfig(Strict):
+    """Image-text data for the vision stage (see mothertongue/vision/data.py for the formats)."""
+
+    path: str = Field(description="A .json/.jsonl/.csv file or a folder of them; image paths inside are relative to the file.")
+    format: Literal["auto", "llava", "openai", "captions"] = Field(
+        "auto", description="llava: {image, conversations}; openai: {messages} with image_url parts; captions: image,caption rows."
+    )
+    limit: int | None = Field(None, gt=0, description="Read at most this many records.")
+
+
+class VisionTrainConfig(Strict):
+    """One of the two vision training stages."""
+
+    epochs: float = Field(1.0, gt=0, description="Passes over the stage's data.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(16, gt=0, description="Examples per device per step.")
+    grad_accum: int = Field(1, gt=0, description="Gradient accumulation steps.")
+    save_steps: int = Field(200, gt=0, description="Checkpoint every N steps (resume point).")
+
+
+def _stage2_defaults() -> VisionTrainConfig:
+    return VisionTrainConfig(learning_rate=2e-4)
+
+
+class VisionConfig(Strict):
+    """Compose a vision-language model (LLaVA architecture) from the run's model and a pretrained
+    image encoder, and train it in two stages (see mothertongue/vision/)."""
+
+    encoder: str = Field(description="Image encoder: hub id or local path of a CLIP, SigLIP, DINOv2 or ViT model.")
+    projector: Literal["linear", "mlp2x_gelu"] = Field(
+        "mlp2x_gelu", description="mlp2x_gelu: Linear-GELU-Linear (LLaVA-1.5); linear: one linear map (original LLaVA)."
+    )
+    feature_layer: int = Field(-2, description="Encoder hidden layer whose outputs are the image features (-2: second to last).")
+    keep_cls: bool | None = Field(
+        None, description="Keep the CLS token among the image features; default: no for CLIP/DINOv2/ViT, yes for SigLIP (which has none)."
+    )
+    image_size: int | None = Field(None, gt=0, description="Input image side in pixels; default: the encoder's.")
+    image_token: str = Field("<image>", description="Placeholder token for an image in the text (added to the tokenizer).")
+    captions: list[VisionSourceConfig] = Field(default_factory=list, description="Stage 1 data: image-caption pairs.")
+    instructions: list[VisionSourceConfig] = Field(
+        default_factory=list, description="Stage 2 data: visual instruction conversations (default: the captions)."
+    )
+    text_mix: float = Field(
+        0.1, ge=0, lt=1, description="Share of stage 2 examples that are text-only target-language conversations (build/train.jsonl)."
+    )
+    adapter: Literal["lora", "full"] = Field("lora", description="Stage 2 trains the language model with LoRA (merged at the end) or in full.")
+    stage1: VisionTrainConfig = Field(default_factory=VisionTrainConfig)
+    stage2: VisionTrainConfig = Field(default_factory=_stage2_defaults)
+    max_image_pixels: int = Field(40_000_000, gt=0, description="Larger images (width x height) are skipped as too big.")
+    max_image_bytes: int = Field(20_000_000, gt=0, description="Larger image files are skipped as too big.")
+
+
 # --------------------------------------------------------------------- evaluate, chat
 class JudgeConfig(Strict):
     """Optional LLM judge comparing base and tuned replies pairwise (off by default)."""
@@ -370,6 +424,9 @@ class ServeConfig(Strict):
     request_timeout: float = Field(
         10.0, gt=0, description="Seconds a client has to send a request's headers, and again its body; slower gets HTTP 408."
     )
+    allow_local_images: bool = Field(
+        False, description="Vision models: accept image_url parts naming a local file (file:// or a path); data URLs are always accepted."
+    )
 
 
 class Recipe(Strict):
@@ -387,6 +444,7 @@ class Recipe(Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    vision: VisionConfig | None = Field(None, description="Compose and train a vision-language model (off when absent).")
 
     # Not part of the file: where it came from, so relative paths resolve against it.
     base_dir: str = Field(".", exclude=True, description="Directory of the recipe file.")

@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mothertongue.config import Recipe, TinyModelConfig
 from mothertongue.errors import StageError
@@ -233,6 +234,7 @@ class ModelInfo:
     kind: str  # "run" or "folder"
     template: dict = field(default_factory=dict)  # the template info file's contents
     recipe: Recipe | None = None  # a run's resolved recipe
+    processor: Any = None  # a vision-language model's processor (images + tokenizer); None for text models
 
     @property
     def language(self) -> str:
@@ -309,7 +311,19 @@ def _load_run(run: RunDir, which: str, trust_remote_code: bool, allow_pickle: bo
     return model, tokenizer, template
 
 
-def load_model(path: str | Path, which: str = "tuned", trust_remote_code: bool = False, allow_pickle: bool = False):
+def _load_vision(path: Path, folder: Path, trust_remote_code: bool, recipe: Recipe | None):
+    from mothertongue.vision.infer import load
+
+    model, processor = load(folder, trust_remote_code)
+    info = ModelInfo(path, "tuned", "run" if recipe else "folder", read_template_info(folder), recipe, processor)
+    stops = stop_token_ids(processor.tokenizer, info.end_of_turn)
+    gen_eos = model.generation_config.eos_token_id  # the stops the model was saved with (any Llava folder)
+    stops += [t for t in (gen_eos if isinstance(gen_eos, list) else [gen_eos]) if t is not None and t not in stops]
+    return model, processor.tokenizer, stops, info
+
+
+def load_model(path: str | Path, which: str = "tuned", trust_remote_code: bool = False, allow_pickle: bool = False,
+               vision: bool = False):
     """(model, tokenizer, stop_ids, ModelInfo) from a run directory or a model folder.
 
     A run directory gives `tuned` (adapter on base, or the full model), `base` (untuned) or
@@ -317,8 +331,13 @@ def load_model(path: str | Path, which: str = "tuned", trust_remote_code: bool =
     A folder with a config.json (e.g. `mothertongue export` output) is loaded as it is.
     Weights load as safetensors only (a pickle-only adapter too, unless `allow_pickle`); model code from the hub runs only with
     `trust_remote_code`, which the caller takes from the user's recipe or flag, never from
-    files in the folder."""
+    files in the folder.
+
+    With `vision` (chat, serve), the tuned model of a run that finished the vision stage is its
+    vision-language model (`ModelInfo.processor` set); a Llava model folder always loads as one."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mothertongue.vision.infer import is_vision_folder, run_model_dir
 
     path = Path(path)
     if which not in WHICH:
@@ -326,6 +345,11 @@ def load_model(path: str | Path, which: str = "tuned", trust_remote_code: bool =
     if not path.is_dir():
         raise StageError(f"{path}: not a folder; give a run directory or an exported model folder")
     run = RunDir(path)
+    if is_vision_folder(path):
+        return _load_vision(path, path, trust_remote_code, None)
+    vision_dir = run_model_dir(path) if vision and which == "tuned" and run.is_run() else None
+    if vision_dir is not None:
+        return _load_vision(path, vision_dir, trust_remote_code, run.recipe_or_none())
     if run.is_run():
         model, tokenizer, template = _load_run(run, which, trust_remote_code, allow_pickle)
         info = ModelInfo(path, which, "run", template, run.recipe_or_none())

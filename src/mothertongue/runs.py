@@ -62,6 +62,12 @@ def _translate_files(recipe: Recipe) -> dict:
     return {"toy_files": [file_signature(recipe.resolve_path(m[4:])) for m in toys if recipe.resolve_path(m[4:]).is_file()]}
 
 
+def _vision_files(recipe: Recipe) -> dict:
+    v = recipe.vision
+    paths = [recipe.resolve_path(s.path) for s in [*v.captions, *v.instructions]] if v else []
+    return {"vision_files": [file_signature(p) if p.exists() else str(p) for p in paths]}
+
+
 @dataclass(frozen=True)
 class Stage:
     """One row of the pipeline: adding a stage is a row here plus its module."""
@@ -90,6 +96,8 @@ STAGE_TABLE: list[Stage] = [
     Stage("train", "mothertongue.train:run", "fine-tune the base model", needs=("build",), resumable=True),
     Stage("evaluate", "mothertongue.evaluate:run", "score base and tuned model",
           needs=("train", "build"), enabled=lambda r: r.evaluate.enabled),
+    Stage("vision", "mothertongue.vision.stage:run", "compose and train a vision-language model (2 stages)",
+          needs=("train", "build"), enabled=lambda r: r.vision is not None, resumable=True, inputs=_vision_files),
 ]
 ORDER = [s.name for s in STAGE_TABLE]
 STAGES = Registry("stage")

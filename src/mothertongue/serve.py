@@ -104,7 +104,7 @@ def create_app(engine: Engine, api_key: str | None = None):
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         if not req.stream:
-            job = Job(msgs, kw, False, loop, future=loop.create_future(), seed=req.seed)
+            job = Job(msgs, kw, False, loop, future=loop.create_future(), seed=req.seed, images=prep.images)
             engine.submit(job)
             rep = await job.future
             return {
@@ -114,7 +114,7 @@ def create_app(engine: Engine, api_key: str | None = None):
                 "usage": {"prompt_tokens": n_prompt, "completion_tokens": rep.new_tokens,
                           "total_tokens": n_prompt + rep.new_tokens},
             }
-        job = Job(msgs, kw, True, loop, chunks=asyncio.Queue(), seed=req.seed)
+        job = Job(msgs, kw, True, loop, chunks=asyncio.Queue(), seed=req.seed, images=prep.images)
         engine.submit(job)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 

@@ -113,6 +113,33 @@ def _text(content) -> str:
     return "".join(parts)
 
 
+def _vision_content(content, processor, allow_local: bool) -> tuple[str, list]:
+    """Text with the image token where each image part was, and the images (PIL), for a vision
+    model; an image that cannot be used is a 400 naming why."""
+    from mothertongue.vision.images import ImageProblem, open_image_url
+
+    if isinstance(content, str):
+        return content, []
+    text, images = "", []
+    for p in content:
+        kind = p.get("type")
+        if kind == "text" and isinstance(p.get("text"), str):
+            text += p["text"]
+        elif kind == "image_url":
+            url = p.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            if not isinstance(url, str):
+                raise ApiError(400, "image_url part without a url string", param="messages")
+            try:
+                images.append(open_image_url(url, allow_local))
+            except ImageProblem as e:
+                raise ApiError(400, str(e), param="messages", code="invalid_image") from None
+            text += f"{processor.image_token}\n"
+        else:
+            raise ApiError(400, f"content part type {kind!r} is not supported (text, image_url)", param="messages")
+    return text, images
+
+
 @dataclass
 class Prepared:
     """A request checked and ready to queue."""
@@ -121,6 +148,7 @@ class Prepared:
     messages: list[dict]
     gen_kwargs: dict
     prompt_tokens: int
+    images: list = field(default_factory=list)  # PIL images, for a vision model
 
 
 # ------------------------------------------------------------------------- the engine
@@ -133,11 +161,13 @@ class Job:
     future: asyncio.Future | None = None
     chunks: asyncio.Queue | None = None
     seed: int | None = None
+    images: list = field(default_factory=list)
     key: str = field(init=False)
 
     def __post_init__(self) -> None:
-        # Only jobs with equal settings share a batch; a seeded job is answered alone.
-        self.key = json.dumps(self.gen_kwargs, sort_keys=True) + (f"#{uuid.uuid4()}" if self.seed is not None else "")
+        # Only jobs with equal settings share a batch; a seeded job, or one with images, is answered alone.
+        alone = self.seed is not None or self.images
+        self.key = json.dumps(self.gen_kwargs, sort_keys=True) + (f"#{uuid.uuid4()}" if alone else "")
 
 
 class Engine:
@@ -145,8 +175,9 @@ class Engine:
     thread-safe on one model, and one batched forward pass beats several competing ones)."""
 
     def __init__(self, model, tokenizer, stop_ids, chat_cfg, cfg, name: str, system: str | None,
-                 language: str = "en"):
+                 language: str = "en", processor=None):
         self.model, self.tokenizer, self.stop_ids = model, tokenizer, stop_ids
+        self.processor = processor  # a vision-language model's: image_url parts are accepted
         self.language = language
         self.chat_cfg, self.cfg, self.name, self.system = chat_cfg, cfg, name, system
         self.created = int(time.time())
@@ -158,7 +189,9 @@ class Engine:
 
     @property
     def context_length(self) -> int:
-        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+        cfg = self.model.config
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        return int(getattr(cfg, "max_position_embeddings", 2048))
 
     def prepare(self, raw: bytes) -> Prepared:
         """Parse and check a request body; render and count its prompt (CPU work: call it off
@@ -171,8 +204,9 @@ class Engine:
             raise ApiError(400, "stop sequences are not supported; replies end at the end-of-turn token",
                            param="stop")
         kw = self.gen_kwargs(req)
-        msgs = self.messages(req)
-        return Prepared(req, msgs, kw, self.check_prompt(msgs, kw["max_new_tokens"]))
+        msgs, images = self.messages_and_images(req)
+        n = self.check_prompt(msgs, kw["max_new_tokens"], len(images))
+        return Prepared(req, msgs, kw, n, images)
 
     def gen_kwargs(self, req: ChatRequest) -> dict:
         from mothertongue.generation import generation_kwargs
@@ -197,13 +231,21 @@ class Engine:
         return kw
 
     def messages(self, req: ChatRequest) -> list[dict]:
-        msgs = []
+        return self.messages_and_images(req)[0]
+
+    def messages_and_images(self, req: ChatRequest) -> tuple[list[dict], list]:
+        msgs, images = [], []
         for m in req.messages:
             role = "system" if m.role == "developer" else m.role
-            msgs.append({"role": role, "content": _text(m.content)})
+            if self.processor is None:
+                msgs.append({"role": role, "content": _text(m.content)})
+                continue
+            text, imgs = _vision_content(m.content, self.processor, self.cfg.allow_local_images)
+            msgs.append({"role": role, "content": text})
+            images += imgs
         if msgs[-1]["role"] != "user":
             raise ApiError(400, "the last message must have role user", param="messages")
-        return self.messages_for(msgs, req.style)
+        return self.messages_for(msgs, req.style), images
 
     def messages_for(self, msgs: list[dict], style: str | None = None) -> list[dict]:
         """The run's default system prompt goes first unless the client sent its own (as chat);
@@ -212,11 +254,12 @@ class Engine:
         base = own if own is not None else self.system
         return with_system(rest, style_system_prompt(self.language, style, base) if style else base)
 
-    def check_prompt(self, msgs: list[dict], max_new: int) -> int:
+    def check_prompt(self, msgs: list[dict], max_new: int, images: int = 0) -> int:
         from mothertongue.generation import prompt_ids
 
         try:
-            n = len(prompt_ids(self.tokenizer, msgs))
+            # each image token becomes the encoder's image_seq_length positions
+            n = len(prompt_ids(self.tokenizer, msgs)) + images * (getattr(self.model.config, "image_seq_length", 1) - 1)
         except Exception as e:  # a template may reject an order of roles (e.g. two users in a row)
             raise ApiError(400, f"the chat template rejected these messages: {e}", param="messages") from None
         limit = min(self.cfg.max_prompt_tokens or self.context_length, self.context_length - max_new)
@@ -269,6 +312,9 @@ class Engine:
                 return None
             return lambda t: job.loop.call_soon_threadsafe(job.chunks.put_nowait, t)
 
+        if self.processor is not None:
+            self._run_vision(batch, sink)
+            return
         streamed = sum(j.stream for j in batch)
         self.largest_batch["requests"] = max(self.largest_batch["requests"], len(batch))
         self.largest_batch["streamed"] = max(self.largest_batch["streamed"], streamed)
@@ -276,6 +322,18 @@ class Engine:
                                      [sink(j) for j in batch], **batch[0].gen_kwargs)
         for j, r in zip(batch, reps, strict=True):
             self._finish(j, r)
+
+    def _run_vision(self, batch: list[Job], sink) -> None:
+        """Vision models answer one request at a time (images differ per request), unstreamed:
+        a streamed request gets its reply as one piece."""
+        from mothertongue.vision.infer import answer
+
+        for j in batch:
+            rep = answer(self.model, self.processor, j.messages, j.images, self.stop_ids, **j.gen_kwargs)
+            out = sink(j)
+            if out is not None and rep.text:
+                out(rep.text)
+            self._finish(j, rep)
 
     def _finish(self, job: Job, rep=None, exc: Exception | None = None) -> None:
         self.served += 1
@@ -308,7 +366,7 @@ def build_engine(path: Path, which: str = "tuned", cfg=None, name: str | None = 
     path = Path(path)
     recipe, recipe_cfg, chat_cfg = serve_settings(path)
     cfg = cfg or recipe_cfg
-    model, tokenizer, stop_ids, info = load_model(path, which, trust_remote_code)
+    model, tokenizer, stop_ids, info = load_model(path, which, trust_remote_code, vision=True)
     name = name or cfg.model_name or (recipe.name if recipe else path.name)
     return Engine(model, tokenizer, stop_ids, chat_cfg, cfg, name,
-                  system if system is not None else info.system_prompt, info.language)
+                  system if system is not None else info.system_prompt, info.language, info.processor)

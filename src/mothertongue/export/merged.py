@@ -40,8 +40,13 @@ class MergedExporter(Exporter):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from mothertongue.models import load_model, save_tokenizer, stop_token_ids
+        from mothertongue.vision.infer import run_model_dir
 
         out_dir = self.target(job.out)
+        if run_model_dir(job.run_dir) is not None:  # a vision run exports its vision-language model
+            from mothertongue.vision.export import export_vision
+
+            return export_vision(job.run_dir, out_dir)
         model, tokenizer, stop_ids, info = load_model(job.run_dir, "tuned")
         # Measured on the adapter model before merging changes its weights in place.
         ref = Reference.of(HFGenerator(model, tokenizer, stop_ids), job.prompts)

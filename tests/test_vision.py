@@ -1,0 +1,218 @@
+"""The vision path on tiny models built here: a random CLIP vision encoder (32 px, 8 px patches),
+the tiny text model of a short German text run, and synthetic shapes with German captions.
+
+One module fixture runs ingest, build, train and the vision stage once; the tests assert on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from helpers import TINY, mt, one_line_error, run_recipe
+
+pytestmark = pytest.mark.slow
+
+VISION = """
+vision:
+  encoder: shapes/encoder
+  captions:
+    - path: shapes/captions.csv
+  text_mix: 0.1
+  adapter: full
+  max_image_pixels: 5000
+  stage1: {{max_steps: {s1}, learning_rate: 0.003, batch_size: 16, save_steps: 40}}
+  stage2: {{max_steps: {s2}, learning_rate: 0.003, batch_size: 16, save_steps: 40}}
+"""
+
+
+def write_recipe(folder: Path, run_dir: Path, s1: int = 20, s2: int = 160) -> Path:
+    p = folder / f"{run_dir.name}.yaml"
+    p.write_text(
+        f"name: shapes\nrun_dir: {run_dir}\nlanguage: de\n"
+        "ingest:\n  sources:\n    - path: shapes/text.txt\n      format: text\n"
+        "build:\n  system_prompt: none\n"
+        "train:\n  max_steps: 20\n  adapter: full\n  learning_rate: 0.003\n  batch_size: 8\n"
+        "evaluate:\n  enabled: false\n" + VISION.format(s1=s1, s2=s2), encoding="utf-8")
+    return p
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    from mothertongue.vision.synthetic import make
+
+    folder = tmp_path_factory.mktemp("vision")
+    make(folder / "shapes", per_combo=12)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def vision_run(shapes) -> tuple[Path, Path]:
+    recipe = write_recipe(shapes, shapes / "run")
+    run_recipe(recipe, TINY)
+    return recipe, shapes / "run"
+
+
+def _heldout(shapes: Path) -> list[dict]:
+    with open(shapes / "shapes" / "heldout.csv", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _caption(model, processor, stops, image_path: Path) -> str:
+    from PIL import Image
+
+    from mothertongue.vision.data import describe_prompt
+    from mothertongue.vision.infer import answer
+
+    msgs = [{"role": "user", "content": f"{processor.image_token}\n{describe_prompt('de')}"}]
+    img = Image.open(image_path).convert("RGB")
+    return answer(model, processor, msgs, [img], stops, max_new_tokens=24, do_sample=False).text
+
+
+def test_heldout_combinations_are_captioned_right(vision_run, shapes):
+    from mothertongue.models import load_model
+
+    _, run = vision_run
+    model, _, stops, info = load_model(run, vision=True)
+    assert info.processor is not None
+    rows = _heldout(shapes)
+    got = [_caption(model, info.processor, stops, shapes / "shapes" / r["image"]) for r in rows]
+    right = sum(g == r["caption"] for g, r in zip(got, rows, strict=True))
+    assert right / len(rows) >= 0.9, list(zip(got, [r["caption"] for r in rows], strict=True))
+    assert len(set(got)) == len(rows)  # each image its own answer
+
+
+def test_saved_model_reloads_with_from_pretrained_and_card(vision_run):
+    import torch
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    _, run = vision_run
+    folder = run / "vision" / "model"
+    model = LlavaForConditionalGeneration.from_pretrained(folder).eval()
+    processor = AutoProcessor.from_pretrained(folder)
+    from PIL import Image
+
+    img = Image.new("RGB", (32, 32), (220, 30, 30))
+    # the processor's own chat template takes OpenAI-style parts (what vLLM and transformers send)
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Beschreibe das Bild kurz."}]}]
+    text = processor.apply_chat_template(msgs, add_generation_prompt=True)
+    assert processor.image_token in text
+    inputs = processor(text=text, images=[img], return_tensors="pt", add_special_tokens=False)
+    assert (inputs["input_ids"] == model.config.image_token_id).sum() == model.config.image_seq_length
+    with torch.no_grad():
+        a = model(**inputs).logits
+        b = LlavaForConditionalGeneration.from_pretrained(folder).eval()(**inputs).logits
+    assert torch.equal(a, b)
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert "pipeline_tag: image-text-to-text" in card and "projector" in card
+    loss = json.loads((run / "vision" / "loss.json").read_text(encoding="utf-8"))
+    assert loss["stage1"] and loss["stage2"] and (run / "vision" / "loss.png").exists()
+    assert not (run / "vision" / "stage2" / "checkpoints").exists()
+
+
+def test_stage1_trains_only_the_projector(vision_run, tmp_path):
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    from mothertongue.config import load_recipe
+    from mothertongue.runs import RunDir
+    from mothertongue.vision.compose import compose, save
+    from mothertongue.vision.data import read_sources
+    from mothertongue.vision.train import encode_examples, fit_stage, freeze_for_stage1
+
+    recipe_path, run = vision_run
+    recipe = load_recipe(recipe_path, [*TINY, "vision.stage1.max_steps=3"])
+    model, processor, _ = compose(recipe, RunDir(run))
+    # composed: the saved folder reloads with the same logits (tied weights, image token, projector)
+    save(model, processor, tmp_path / "composed")
+    back = LlavaForConditionalGeneration.from_pretrained(tmp_path / "composed").eval()
+    ids = torch.tensor([[1, 2, 3, model.config.image_token_id] + [model.config.image_token_id] * 15 + [5]])
+    pixels = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids, pixel_values=pixels).logits, back(input_ids=ids, pixel_values=pixels).logits)
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    records, _ = read_sources(recipe, recipe.vision.captions)
+    examples = encode_examples(records[:48], processor.tokenizer, model.config, None, 512, {})
+    freeze_for_stage1(model)
+    fit_stage(recipe, recipe.vision.stage1, model, processor, examples, tmp_path / "stage1")
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(".multi_modal_projector." in k for k in changed), changed
+    assert {k for k in before if ".multi_modal_projector." in k} == changed
+
+
+def test_chat_image_flag_and_bad_images(vision_run, shapes, tmp_path):
+    _, run = vision_run
+    row = next(r for r in csv.DictReader(open(shapes / "shapes" / "captions.csv", encoding="utf-8")))
+    res = mt("chat", run, "--image", shapes / "shapes" / row["image"], "-p", "Beschreibe das Bild kurz.", timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == row["caption"]
+
+    one_line_error(mt("chat", run, "--image", tmp_path / "nope.png", "-p", "x"), "nope.png", "not found")
+    (tmp_path / "bad.png").write_bytes(b"not a png at all")
+    one_line_error(mt("chat", run, "--image", tmp_path / "bad.png", "-p", "x"), "bad.png", "not an image")
+    from PIL import Image
+
+    Image.new("RGB", (100, 100)).save(tmp_path / "big.png")  # over the recipe's max_image_pixels (5000)
+    one_line_error(mt("chat", run, "--image", tmp_path / "big.png", "-p", "x", timeout=300), "big.png", "over the limit")
+
+
+def test_chat_repl_image_command(vision_run, shapes):
+    from mothertongue.chat import ChatSession, repl
+
+    _, run = vision_run
+    rows = _heldout(shapes)[:1]
+    session = ChatSession(run)
+    out = io.StringIO()
+    lines = f"/image {shapes / 'shapes' / rows[0]['image']}\nBeschreibe das Bild kurz.\n"
+    repl(session, io.StringIO(lines), out)
+    assert out.getvalue().strip() == rows[0]["caption"]
+    assert len(session.history_images) == 1
+
+
+def _data_url(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def test_server_takes_image_url_data_urls(vision_run, shapes):
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from mothertongue.serve import build_engine, create_app
+
+    _, run = vision_run
+    client = TestClient(create_app(build_engine(run)))
+    rows = _heldout(shapes)[:2]
+
+    def ask(url: str):
+        body = {"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "Beschreibe das Bild kurz."}]}]}
+        return client.post("/v1/chat/completions", json=body)
+
+    for r in rows:
+        res = ask(_data_url(shapes / "shapes" / r["image"]))
+        assert res.status_code == 200, res.text
+        assert res.json()["choices"][0]["message"]["content"] == r["caption"]
+    for url, needle in (("https://example.org/cat.png", "remote URLs are not fetched"),
+                        (str(shapes / "shapes" / rows[0]["image"]), "local files are not accepted"),
+                        ("data:image/png;base64," + base64.b64encode(b"garbage").decode(), "not an image")):
+        res = ask(url)
+        assert res.status_code == 400, res.text
+        assert needle in res.json()["error"]["message"]
+
+
+def test_export_writes_a_verified_vision_model(vision_run):
+    from mothertongue.export import export
+
+    _, run = vision_run
+    result = export(run, log=lambda m: None)
+    rep = result["exports"][0]
+    assert rep["vision"] and rep["same_greedy_output"] and rep["probe_reply"]
+    folder = Path(rep["path"])
+    assert (folder / "processor_config.json").exists() or (folder / "preprocessor_config.json").exists()
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "llava"

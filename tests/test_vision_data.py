@@ -1,0 +1,119 @@
+"""Vision data: the three formats read into one record shape, bad images counted by reason with
+file:line, malformed records as ingest.on_error says, and the recipe section's checks."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from mothertongue.config import load_recipe
+from mothertongue.errors import DataError, RecipeError
+
+
+def _png(path: Path, size=(16, 16), colour=(200, 0, 0)) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def _recipe(folder: Path, sources: str, extra: str = "") -> object:
+    p = folder / "r.yaml"
+    p.write_text(f"run_dir: {folder / 'run'}\nvision:\n  encoder: enc\n  max_image_pixels: 10000\n{extra}  captions:\n{sources}",
+                 encoding="utf-8")
+    return load_recipe(p)
+
+
+def test_three_formats_become_one_record_shape(tmp_path):
+    from mothertongue.vision.data import read_sources
+
+    _png(tmp_path / "a.png")
+    _png(tmp_path / "b.png", colour=(0, 0, 200))
+    (tmp_path / "c.csv").write_text("image,caption\na.png,Ein roter Kreis auf blauem Grund.\n", encoding="utf-8")
+    (tmp_path / "l.json").write_text(json.dumps([{"id": "1", "image": "a.png", "conversations": [
+        {"from": "human", "value": "Was siehst du?"}, {"from": "gpt", "value": "Rot."}]}]), encoding="utf-8")
+    data_url = "data:image/png;base64," + base64.b64encode((tmp_path / "b.png").read_bytes()).decode()
+    (tmp_path / "o.jsonl").write_text(json.dumps({"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Erst das: "}, {"type": "image_url", "image_url": {"url": "a.png"}},
+                                     {"type": "text", "text": "dann das: "}, {"type": "image_url", "image_url": {"url": data_url}},
+                                     {"type": "text", "text": "Was ist anders?"}]},
+        {"role": "assistant", "content": "Die Farbe."}]}) + "\n", encoding="utf-8")
+    recipe = _recipe(tmp_path, "    - path: c.csv\n    - path: l.json\n    - path: o.jsonl\n")
+    records, report = read_sources(recipe, recipe.vision.captions)
+    assert report.converted == 3 and report.read == 3 and not report.skipped
+    cap, llava, oai = records
+    assert cap["messages"][0]["content"] == "<image>\nBeschreibe das Bild kurz."
+    assert cap["messages"][1]["content"] == "Ein roter Kreis auf blauem Grund."
+    assert cap["images"] == [str((tmp_path / "a.png").resolve())] and cap["loc"].endswith("c.csv:2")
+    assert llava["messages"][0]["content"] == "<image>\nWas siehst du?"  # no <image> in the text: image first
+    assert oai["messages"][0]["content"] == "Erst das: <image>\ndann das: <image>\nWas ist anders?"
+    assert oai["images"][1] == data_url and len(oai["images"]) == 2
+
+
+def test_bad_images_are_skipped_and_counted_with_location(tmp_path):
+    from mothertongue.vision.data import read_sources
+
+    _png(tmp_path / "ok.png")
+    _png(tmp_path / "huge.png", size=(200, 200))  # 40000 pixels, over max_image_pixels 10000
+    (tmp_path / "text.png").write_text("not an image", encoding="utf-8")
+    good = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(_png(tmp_path / "big_ok.png", size=(90, 90), colour=(1, 2, 3)).read_bytes()[:60])
+    rows = ["ok.png", "missing.png", "text.png", "cut.png", "huge.png", "ok.png"]
+    (tmp_path / "c.csv").write_text("image,caption\n" + "".join(f"{r},Bild {i}.\n" for i, r in enumerate(rows)),
+                                    encoding="utf-8")
+    assert good
+    recipe = _recipe(tmp_path, "    - path: c.csv\n")
+    records, report = read_sources(recipe, recipe.vision.captions)
+    assert len(records) == 2 and report.read == 6
+    assert dict(report.skipped) == {"missing image": 1, "not an image": 1, "truncated image": 1, "image too big": 1}
+    assert report.examples["missing image"][0].startswith(f"{tmp_path / 'c.csv'}:3")
+    assert report.examples["image too big"][0].startswith(f"{tmp_path / 'c.csv'}:6")
+
+
+def test_malformed_records_follow_on_error(tmp_path):
+    from mothertongue.vision.data import read_sources
+
+    _png(tmp_path / "a.png")
+    (tmp_path / "l.jsonl").write_text(
+        json.dumps({"image": "a.png", "conversations": [{"from": "gpt", "value": "Hallo"}]}) + "\n"
+        + json.dumps({"image": ["a.png"], "conversations": [{"from": "human", "value": "<image> und <image>?"},
+                                                           {"from": "gpt", "value": "Ja."}]}) + "\n", encoding="utf-8")
+    recipe = _recipe(tmp_path, "    - path: l.jsonl\n")
+    with pytest.raises(DataError, match=r"l\.jsonl:1: .*user turn first"):
+        read_sources(recipe, recipe.vision.captions)
+    records, report = read_sources(recipe, recipe.vision.captions, on_error="skip")
+    assert not records and sum(report.skipped.values()) == 2
+    assert "2 <image> marks in the text but 1 images" in report.examples["malformed llava record"][1]
+
+
+def test_recipe_section_is_strict(tmp_path):
+    with pytest.raises(RecipeError, match="vision.projector"):
+        _recipe(tmp_path, "    - path: c.csv\n", "  projector: mlp3x\n")
+    with pytest.raises(RecipeError, match="vision.text_mix"):
+        _recipe(tmp_path, "    - path: c.csv\n", "  text_mix: 1.5\n")
+    r = _recipe(tmp_path, "    - path: c.csv\n")
+    from mothertongue.runs import stages_for
+
+    assert stages_for(r)[-1] == "vision"
+    assert "vision" not in stages_for(load_recipe(_write(tmp_path / "plain.yaml", "run_dir: x\n")))
+
+
+def _write(p: Path, text: str) -> Path:
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_image_urls_open_only_what_is_allowed(tmp_path):
+    from mothertongue.vision.images import ImageProblem, open_image_url
+
+    url = "data:image/png;base64," + base64.b64encode(_png(tmp_path / "a.png").read_bytes()).decode()
+    assert open_image_url(url).size == (16, 16)
+    for bad, reason in (("https://x.org/a.png", "bad image URL"), (str(tmp_path / "a.png"), "bad image URL"),
+                        ("data:image/png;base64,!!!", "bad image URL")):
+        with pytest.raises(ImageProblem) as e:
+            open_image_url(bad)
+        assert e.value.reason == reason and "\n" not in str(e.value)
+    assert open_image_url(f"file://{tmp_path / 'a.png'}", allow_local=True).size == (16, 16)
