@@ -249,10 +249,13 @@ def chat(
         generation_kwargs(preset)  # an unknown preset fails here, before the model loads
     which = "base" if base else "merged" if merged else "tuned"
     if image:
+        from mothertongue.runs import RunDir
         from mothertongue.vision.images import open_image
 
+        v = RunDir(Path(run_dir)).recipe_or_none()
+        v = v.vision if v else None
         for p in image:  # a bad image fails before the model loads
-            open_image(p)
+            open_image(p, *((v.max_image_pixels, v.max_image_bytes) if v else ()))
     session = ChatSession(Path(run_dir), which, preset, system, max_new_tokens, style=style,
                           trust_remote_code=trust_remote_code)
     for p in image or []:

@@ -114,7 +114,9 @@ def compose(recipe: Recipe, run: RunDir):
 
     v = recipe.vision
     tr = recipe.train
-    enc, vcfg, image_processor = load_encoder(v.encoder, tr.trust_remote_code, tr.allow_pickle)
+    local = recipe.resolve_path(v.encoder)  # a folder relative to the recipe, else a hub id
+    enc, vcfg, image_processor = load_encoder(str(local) if local.exists() else v.encoder, tr.trust_remote_code,
+                                              tr.allow_pickle)
     if v.image_size:
         if v.image_size != getattr(vcfg, "image_size", v.image_size) and vcfg.model_type != "dinov2":
             raise StageError(f"vision.image_size: {v.image_size} differs from the encoder's {vcfg.image_size}; "
