@@ -69,6 +69,18 @@ def quickstart_terminal(quickstart_run) -> str:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core machine: with 2 OpenMP threads each step spin-waits on a
+    busy core and runs ~10x slower than with one."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def tiny_tokenizer():
     """A byte-level BPE tokenizer trained on the spot, with the chatml template installed."""
     from mothertongue import templates

@@ -49,6 +49,18 @@ def test_overrides_apply_and_are_strict(tmp_path):
         load_recipe(p, ["ingest.sources.3.path=x"])
 
 
+def test_bare_on_off_words_mean_the_word(tmp_path):
+    """YAML reads a bare `off` as false; a switch whose choices are words gets the word, in the
+    file and on the command line (the CPU-kernel docs tell users to type `train.cpu_kernels=off`)."""
+    p = _write(tmp_path, "train:\n  cpu_kernels: off\nevaluate:\n  lm_eval_chat: on\n")
+    r = load_recipe(p)
+    assert (r.train.cpu_kernels, r.evaluate.lm_eval_chat) == ("off", "on")
+    r = load_recipe(p, ["train.cpu_kernels=auto", "evaluate.lm_eval_chat=off"])
+    assert (r.train.cpu_kernels, r.evaluate.lm_eval_chat) == ("auto", "off")
+    with pytest.raises(RecipeError, match=r"train\.cpu_kernels: must be 'auto' or 'off'"):
+        load_recipe(p, ["train.cpu_kernels=on"])
+
+
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(RecipeError, match="recipe file not found"):
         load_recipe(tmp_path / "nope.yaml")

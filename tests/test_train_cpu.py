@@ -13,17 +13,7 @@ import pytest
 
 from helpers import WORDS
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: with 2 OpenMP threads each step spin-waits on a
-    busy core and runs ~10x slower than with one."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_trainer(tmp_path, overrides: dict, n: int = 8, gqa: int | None = None):

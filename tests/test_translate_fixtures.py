@@ -79,8 +79,8 @@ def train_tiny_marian(
     of `words`, targets are `mapping(source)`; both default to the SYNTHETIC_PAIRS entry for
     (src, tgt). The defaults (en->xx, seed 0) give the model every translate test shares."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
+
+    from mothertongue.engines.toy import train_toy_marian
 
     if mapping is None or words is None:
         if (src, tgt) not in SYNTHETIC_PAIRS:
@@ -89,49 +89,8 @@ def train_tiny_marian(
         words = words or SYNTHETIC_PAIRS[src, tgt][1]
     rng = random.Random(seed)
     pairs = [(s, mapping(s)) for s in (random_sentence(rng, words=words) for _ in range(4000))]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
-    tok.decoder = decoders.Metaspace()
-    # Like real OPUS-MT vocabularies: </s>=0, <unk>=1, ..., <pad> last (CTranslate2 relies on it).
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["</s>", "<unk>"], show_progress=False)
-    tok.train_from_iterator([t for p in pairs for t in p], trainer=trainer)
-    tok.add_special_tokens(["<pad>"])
-    pad_id = tok.token_to_id("<pad>")
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 0)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    torch.manual_seed(seed)
-    cfg = MarianConfig(
-        vocab_size=len(fast), d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=64,
-        pad_token_id=pad_id, eos_token_id=0, decoder_start_token_id=pad_id, forced_eos_token_id=0,
-        scale_embedding=True, share_encoder_decoder_embeddings=True, dropout=0.0,
-        num_beams=1, max_length=64,
-    )  # fmt: skip
-    model = MarianMTModel(cfg)
-    # Marian decodes from a zero <pad> embedding (real OPUS-MT checkpoints have one, CTranslate2
-    # relies on it); keep that row at zero by masking its gradient.
-    emb = model.get_input_embeddings().weight
-    with torch.no_grad():
-        emb[pad_id].zero_()
-    emb.register_hook(lambda g: g.index_fill(0, torch.tensor([pad_id]), 0.0))
     torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and the CPU is shared
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-    model.train()
-    for _ in range(steps):
-        batch = rng.sample(pairs, 32)
-        enc = fast([s for s, _ in batch], text_target=[t for _, t in batch], padding=True, return_tensors="pt")
-        enc["labels"][enc["labels"] == pad_id] = -100
-        loss = model(**enc).loss
-        loss.backward()
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-    model.eval()
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    fast.save_pretrained(out)
-    return out
+    return train_toy_marian(pairs, out, seed=seed, steps=steps)
 
 
 def tiny_marian_path(tmp_path_factory, src: str = "en", tgt: str = "xx") -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,6 +28,18 @@ from mothertongue.overrides import (  # noqa: F401  (format_validation_error: re
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch_words(cls, data):
+        # YAML reads a bare on/off as true/false; where the choices are words, the word was meant.
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name)
+                word = {True: "on", False: "off"}.get(value) if isinstance(value, bool) else None
+                if word and field is not None and word in get_args(field.annotation):
+                    data = {**data, name: word}
+        return data
 
 
 # ----------------------------------------------------------------------------- ingest

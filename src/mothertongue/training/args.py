@@ -39,33 +39,6 @@ def learning_rate(recipe: Recipe) -> float:
     return DEFAULT_LR[(cfg.method, "full" if cfg.adapter == "full" else "lora")]
 
 
-def embedding_module_names(model) -> list[str]:
-    """Leaf names of the input embedding and LM head modules (e.g. embed_tokens, lm_head)."""
-    wanted = {id(model.get_input_embeddings())}
-    out_emb = model.get_output_embeddings()
-    if out_emb is not None:
-        wanted.add(id(out_emb))
-    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if id(m) in wanted and name})
-
-
-def lora_config(recipe: Recipe, model):
-    from peft import LoraConfig
-
-    cfg = recipe.train
-    return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.target_modules,
-        use_dora=cfg.use_dora,
-        use_rslora=cfg.use_rslora,
-        # Embeddings and LM head are trained in full (not low-rank) when asked: a new language
-        # needs its tokens' vectors to move, which a rank-r update of a linear layer cannot do.
-        modules_to_save=embedding_module_names(model) if cfg.train_embeddings else None,
-        task_type="CAUSAL_LM",
-    )
-
-
 def common_args(recipe: Recipe, out: Path, has_eval: bool, hidden_size: int | None = None) -> dict:
     """TrainingArguments shared by every method."""
     import torch
