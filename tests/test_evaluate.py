@@ -66,7 +66,7 @@ def test_evaluate_run_dir_cli_prints_table_and_writes_files(quickstart_run, tmp_
     cmd = [sys.executable, "-m", "mothertongue", "evaluate", str(run), "evaluate.suite_max_prompts=12"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
-    for needle in ("| set", "held-out (10)", "prompts-de (12)", "prompts-en (12)", "in expected language", "chrF", "perplexity"):
+    for needle in ("| set", "held-out (10)", "prompts-de (12)", "prompts-en (12)", "in expected language", "chrF", "perplexity", "bits per byte"):
         assert needle in p.stdout
     out = run / "evaluate"
     for f in ("scorecard.json", "scorecard.md", "scorecard.html", "generations.jsonl", "manifest.json"):
@@ -74,6 +74,7 @@ def test_evaluate_run_dir_cli_prints_table_and_writes_files(quickstart_run, tmp_
     card = json.loads((out / "scorecard.json").read_text())
     tuned, base = card["models"]["tuned"], card["models"]["base"]
     assert tuned["held-out"]["perplexity"] < base["held-out"]["perplexity"]
+    assert tuned["held-out"]["bits_per_byte"] < base["held-out"]["bits_per_byte"]
     # The untuned tiny model's babble is made of German sub-words, so lingua may call it German too:
     # fidelity alone cannot separate them here (test_fidelity_rises_* does); repetition does.
     assert tuned["held-out"]["fidelity"] >= 0.8

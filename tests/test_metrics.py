@@ -164,3 +164,27 @@ def test_pairwise_judge_over_an_openai_compatible_endpoint(monkeypatch):
     assert server.seen and set(server.seen) == {"Bearer secret"}
     down = Recipe.model_validate({"evaluate": {"judge": {"enabled": True, "endpoint": "http://127.0.0.1:9/v1"}}})
     assert "judge request failed" in judge_pairwise(gens, down)["error"]
+
+
+def test_perplexity_and_bits_per_byte_count_every_token_once(tiny_tokenizer):
+    """One pass gives both numbers; a text longer than the window is scored in windows with no
+    token lost or counted twice, and bits per byte is the same log-likelihood over UTF-8 bytes."""
+    import math
+
+    from mothertongue.config import TinyModelConfig
+    from mothertongue.metrics.perplexity import text_scores
+    from mothertongue.models import build_tiny_model
+
+    model = build_tiny_model(TinyModelConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                             num_attention_heads=2), tiny_tokenizer, seed=0)
+    texts = ["Nenne drei Farben: Rot, Grün und Blau. " * 12, "Hallo Welt!", "   "]
+    n_tokens = sum(len(tiny_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts[:2])
+    assert n_tokens > 40
+    for window in (16, 512):
+        s = text_scores(model, tiny_tokenizer, texts, batch_size=2, max_length=window)
+        assert s["tokens"] == n_tokens and s["bytes"] == sum(len(t.encode()) for t in texts[:2])
+        nll = math.log(s["perplexity"]) * s["tokens"]
+        assert s["bits_per_byte"] == pytest.approx(nll / math.log(2) / s["bytes"], abs=1e-4)
+        # A random model is close to uniform over the vocabulary.
+        assert len(tiny_tokenizer) / 3 < s["perplexity"] < len(tiny_tokenizer) * 3
+    assert text_scores(model, tiny_tokenizer, ["  "]) is None

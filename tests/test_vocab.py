@@ -160,7 +160,8 @@ def test_untrained_extended_model_gives_the_base_logits(extended, name, tie):
 def test_mean_of_subtokens_starts_better_than_random(extended):
     from transformers import AutoModelForCausalLM
 
-    from mothertongue.vocab.embeddings import bits_per_byte, grow_embeddings
+    from mothertongue.metrics.perplexity import bits_per_byte
+    from mothertongue.vocab.embeddings import grow_embeddings
 
     base_tok, new_tok, _ = extended("stories260K")
     bpb = {}
@@ -177,7 +178,8 @@ def test_warm_up_moves_only_the_new_rows(extended):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from mothertongue.vocab.embeddings import bits_per_byte, grow_embeddings, warm_up_new_rows
+    from mothertongue.metrics.perplexity import bits_per_byte
+    from mothertongue.vocab.embeddings import grow_embeddings, warm_up_new_rows
     from mothertongue.vocab.extend import new_token_ids
 
     base_tok, new_tok, _ = extended("stories260K")
@@ -231,8 +233,8 @@ def cpt_runs(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.real_models
 def test_cpt_with_and_without_extension_and_the_report_tells_the_truth(cpt_runs):
+    from mothertongue.metrics.perplexity import bits_per_byte
     from mothertongue.models import load_model
-    from mothertongue.vocab.embeddings import bits_per_byte
     from mothertongue.vocab.stage import compare, verdict
 
     ext = cpt_runs[True]

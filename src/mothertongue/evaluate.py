@@ -146,7 +146,7 @@ def score_model(model, tokenizer, stop_ids, sets: dict[str, list[Item]], recipe:
                 ppl_texts: list[str] | None = None, bar: progress.Task | None = None) -> tuple[dict, list[dict]]:
     """Generate for every set (batched, chat's end-of-turn handling) and score it."""
     from mothertongue.generation import generate, generation_kwargs
-    from mothertongue.metrics.perplexity import perplexity
+    from mothertongue.metrics.perplexity import text_scores
 
     cfg = recipe.evaluate
     kw = generation_kwargs(cfg.preset, recipe.chat, cfg.max_new_tokens)
@@ -156,12 +156,13 @@ def score_model(model, tokenizer, stop_ids, sets: dict[str, list[Item]], recipe:
                            on_batch=bar.advance if bar is not None else None, **kw)
         scores[name], g = score_set(name, items, replies, expected_langs(name, items, recipe, lid), lid)
         gens += g
-    if ppl_texts:
-        ppl = perplexity(model, tokenizer, ppl_texts, batch_size=cfg.batch_size)
+    text = text_scores(model, tokenizer, ppl_texts, batch_size=cfg.batch_size) if ppl_texts else None
+    if text:
+        keep = {"perplexity": text["perplexity"], "bits_per_byte": text["bits_per_byte"]}
         if cfg.perplexity_file:
-            scores["text"] = {"n": len(ppl_texts), "perplexity": ppl}
+            scores["text"] = {"n": len(ppl_texts), **keep}
         elif "held-out" in scores:
-            scores["held-out"]["perplexity"] = ppl
+            scores["held-out"].update(keep)
     return scores, gens
 
 

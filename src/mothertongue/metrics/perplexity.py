@@ -1,12 +1,17 @@
-"""Perplexity of a causal LM on plain text: exp(mean negative log-likelihood per token).
+"""How well a causal LM predicts plain text: perplexity and bits per byte, from one pass.
 
-    from mothertongue.metrics.perplexity import perplexity
-    perplexity(model, tokenizer, ["Der Hund schläft im Garten."])
+    from mothertongue.metrics.perplexity import text_scores
+    text_scores(model, tokenizer, ["Der Hund schläft im Garten."])   # {"perplexity": ..., "bits_per_byte": ...}
 
-Token-weighted over the whole corpus (every predicted token counts once, padding never), with
-each text cut at `max_length` tokens. A model that learned the language gives lower numbers; a
-random model gives about the vocabulary size. Only comparable between models that share a
-tokenizer (base and tuned of one run do).
+Every token of every text is predicted exactly once, from the beginning-of-text token (EOS where
+the tokenizer has none), in windows of `max_length` tokens; padding never counts.
+
+- perplexity = exp(summed negative log-likelihood / tokens). A random model gives about the
+  vocabulary size. Only comparable between models that share a tokenizer (base and tuned of one
+  run do).
+- bits per byte = summed negative log-likelihood in bits / UTF-8 bytes of the texts. The bytes do
+  not depend on the tokenizer, so models with different vocabularies (an extended tokenizer, another
+  family) compare on it where per-token perplexity cannot.
 """
 
 from __future__ import annotations
@@ -14,30 +19,48 @@ from __future__ import annotations
 import math
 
 
-def perplexity(model, tokenizer, texts: list[str], batch_size: int = 8, max_length: int = 512) -> float | None:
+def _start_id(tok) -> int | None:
+    return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+
+def text_scores(model, tok, texts: list[str], batch_size: int = 8, max_length: int = 512) -> dict | None:
+    """{"perplexity", "bits_per_byte", "tokens", "bytes"} of `texts` under the model, or None
+    when there is no text."""
     import torch
 
     texts = [t for t in texts if t.strip()]
     if not texts:
         return None
+    start = _start_id(tok)
+    if start is None:
+        raise ValueError("scoring text needs a BOS or EOS token to predict the first token from")
     device = next(model.parameters()).device
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    total_nll, total_tokens = 0.0, 0
-    for start in range(0, len(texts), batch_size):
-        ids = [(bos + tokenizer(t, add_special_tokens=False)["input_ids"])[:max_length] for t in texts[start : start + batch_size]]
-        ids = [x for x in ids if len(x) >= 2]
-        if not ids:
-            continue
-        width = max(len(x) for x in ids)
-        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device)
-        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
+    step = max_length - 1
+    windows: list[list[int]] = []
+    for ids in tok(texts, add_special_tokens=False)["input_ids"]:
+        windows += [[start] + ids[i : i + step] for i in range(0, len(ids), step)]
+    nll, tokens = 0.0, 0
+    for k in range(0, len(windows), batch_size):
+        batch = windows[k : k + batch_size]
+        width = max(len(w) for w in batch)
+        ids = torch.tensor([w + [start] * (width - len(w)) for w in batch], device=device)
+        mask = torch.tensor([[1] * len(w) + [0] * (width - len(w)) for w in batch], device=device)
         with torch.no_grad():
-            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        target = input_ids[:, 1:]
-        nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         keep = mask[:, 1:].bool()
-        total_nll += nll[keep].sum().item()
-        total_tokens += int(keep.sum().item())
-    return math.exp(total_nll / total_tokens) if total_tokens else None
+        nll -= logp[keep].sum().item()
+        tokens += int(keep.sum().item())
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    return {"perplexity": math.exp(nll / tokens) if tokens else None,
+            "bits_per_byte": round(nll / math.log(2) / n_bytes, 4), "tokens": tokens, "bytes": n_bytes}
+
+
+def perplexity(model, tok, texts: list[str], batch_size: int = 8, max_length: int = 512) -> float | None:
+    scores = text_scores(model, tok, texts, batch_size, max_length)
+    return scores["perplexity"] if scores else None
+
+
+def bits_per_byte(model, tok, texts: list[str], max_length: int = 512, batch_size: int = 8) -> float | None:
+    scores = text_scores(model, tok, texts, batch_size, max_length)
+    return scores["bits_per_byte"] if scores else None

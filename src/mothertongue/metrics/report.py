@@ -29,6 +29,7 @@ ROWS = [
     ("chrf", "chrF", "{:.1f}"),
     ("bleu", "BLEU", "{:.1f}"),
     ("perplexity", "perplexity", "{:.1f}"),
+    ("bits_per_byte", "bits per byte", "{:.3f}"),
     ("ended_at_eot", "ended at end of turn", "{:.1%}"),
     ("mean_reply_tokens", "mean reply tokens", "{:.1f}"),
     ("repetition", "repetition (3-grams)", "{:.1%}"),

@@ -1,8 +1,7 @@
-"""Embedding rows for new tokens, bits per byte, and an optional warm-up of the new rows alone.
+"""Embedding rows for new tokens, and an optional warm-up of the new rows alone.
 
-    from mothertongue.vocab.embeddings import grow_embeddings, bits_per_byte
+    from mothertongue.vocab.embeddings import grow_embeddings
     grow_embeddings(model, base_tok, new_tok, "mean-of-subtokens")
-    bits_per_byte(model, new_tok, german_texts)
 
 Initialisations (input rows and, for untied models, output rows alike):
 - `mean-of-subtokens` (default): the mean of the rows of the pieces the base tokenizer gives the
@@ -13,13 +12,10 @@ The matrix is padded to a multiple of `pad_to` rows (tensor cores, llama.cpp); p
 the mean row. Existing rows are untouched, so on text without new tokens the extended model gives
 the base model's logits. Tied input/output embeddings stay one tensor.
 
-Bits per byte compares models whose vocabularies differ (per-token perplexity cannot): the summed
-negative log-likelihood of a text in bits, over its UTF-8 bytes.
+Bits per byte, which compares models whose vocabularies differ, is in `metrics/perplexity.py`.
 """
 
 from __future__ import annotations
-
-import math
 
 INITS = ("mean-of-subtokens", "mean", "random")
 
@@ -68,40 +64,6 @@ def grow_embeddings(model, base_tok, new_tok, init: str = "mean-of-subtokens", p
         model.tie_weights()
     return {"rows_before": old_rows, "rows_after": rows, "new_tokens": len(new_ids), "init": init,
             "tied": tied, "mean_fallbacks": fallback // max(1, len(tables))}
-
-
-def _start_id(tok) -> int | None:
-    return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-
-
-def bits_per_byte(model, tok, texts: list[str], max_length: int = 512, batch_size: int = 8) -> float | None:
-    """Bits per UTF-8 byte of `texts` under the model: every token predicted once, from the
-    beginning-of-text token (EOS where the tokenizer has none), in windows of `max_length`."""
-    import torch
-
-    texts = [t for t in texts if t.strip()]
-    if not texts:
-        return None
-    start = _start_id(tok)
-    device = next(model.parameters()).device
-    windows: list[list[int]] = []
-    for ids in tok(texts, add_special_tokens=False)["input_ids"]:
-        if start is None:
-            raise ValueError("bits per byte needs a BOS or EOS token to predict the first token from")
-        step = max_length - 1
-        windows += [[start] + ids[i:i + step] for i in range(0, len(ids), step)]
-    nll = 0.0
-    for k in range(0, len(windows), batch_size):
-        batch = windows[k:k + batch_size]
-        width = max(len(w) for w in batch)
-        ids = torch.tensor([w + [0] * (width - len(w)) for w in batch], device=device)
-        mask = torch.tensor([[1] * len(w) + [0] * (width - len(w)) for w in batch], device=device)
-        with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        nll -= logp[mask[:, 1:].bool()].sum().item()
-    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    return round(nll / math.log(2) / n_bytes, 4)
 
 
 def warm_up_new_rows(model, tok, texts: list[str], new_ids: list[int], steps: int, learning_rate: float,

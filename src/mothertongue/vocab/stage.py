@@ -119,8 +119,9 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from mothertongue.metrics.perplexity import bits_per_byte
     from mothertongue.models import load_tokenizer
-    from mothertongue.vocab.embeddings import bits_per_byte, grow_embeddings, warm_up_new_rows
+    from mothertongue.vocab.embeddings import grow_embeddings, warm_up_new_rows
     from mothertongue.vocab.extend import extend, new_token_ids
     from mothertongue.vocab.fertility import fertility
     from mothertongue.weights import check_base_model
@@ -177,7 +178,7 @@ def scorecard_section(recipe: Recipe, rundir: RunDir, model, tok) -> dict | None
     model's bits per byte on the same held-out texts."""
     import json
 
-    from mothertongue.vocab.embeddings import bits_per_byte
+    from mothertongue.metrics.perplexity import bits_per_byte
 
     d = rundir.stage("vocab")
     if not recipe.vocab.enabled or not rundir.complete("vocab"):
@@ -211,8 +212,8 @@ def compare(runs: dict[str, Path], texts: list[str]) -> dict:
     held-out texts: bits per byte, training steps and tokens, and fertility of each run's tokenizer."""
     import json
 
+    from mothertongue.metrics.perplexity import bits_per_byte
     from mothertongue.models import load_model
-    from mothertongue.vocab.embeddings import bits_per_byte
     from mothertongue.vocab.fertility import fertility
 
     out = {}
