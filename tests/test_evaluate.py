@@ -63,7 +63,8 @@ def test_evaluate_run_dir_cli_prints_table_and_writes_files(quickstart_run, tmp_
     run = tmp_path / "run"
     shutil.copytree(quickstart_run, run)
     shutil.rmtree(run / "evaluate")
-    cmd = [sys.executable, "-m", "mothertongue", "evaluate", str(run), "evaluate.suite_max_prompts=12"]
+    cmd = [sys.executable, "-m", "mothertongue", "evaluate", str(run), "evaluate.suite_max_prompts=12",
+           "evaluate.english_regression_max=0.05"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     for needle in ("| set", "held-out (10)", "prompts-de (12)", "prompts-en (12)", "in expected language", "chrF", "perplexity", "bits per byte"):
@@ -75,6 +76,13 @@ def test_evaluate_run_dir_cli_prints_table_and_writes_files(quickstart_run, tmp_
     tuned, base = card["models"]["tuned"], card["models"]["base"]
     assert tuned["held-out"]["perplexity"] < base["held-out"]["perplexity"]
     assert tuned["held-out"]["bits_per_byte"] < base["held-out"]["bits_per_byte"]
+    # The quickstart translates from English: the held-out originals are scored, and the English
+    # regression gate judges them (the verdict follows the numbers, and the command printed it).
+    gate = card["english_regression"]
+    b, t = base["english"]["bits_per_byte"], tuned["english"]["bits_per_byte"]
+    assert gate["checks"][0]["loss"] == pytest.approx((t - b) / b, abs=1e-4)
+    assert gate["flagged"] == ((t - b) / b > 0.05)
+    assert ("ENGLISH REGRESSION" if gate["flagged"] else "English kept") in p.stdout
     # The untuned tiny model's babble is made of German sub-words, so lingua may call it German too:
     # fidelity alone cannot separate them here (test_fidelity_rises_* does); repetition does.
     assert tuned["held-out"]["fidelity"] >= 0.8
@@ -157,3 +165,19 @@ def test_german_keeps_its_lm_eval_tasks():
 
     assert default_tasks("de") == ["mmmlu_de_de", "global_mmlu_de", "include_base_44_german",
                                    "belebele_deu_Latn", "xquad_de", "mgsm_native_cot_de"]
+
+
+def test_english_regression_gate_flags_a_loss_over_the_limit():
+    from mothertongue.metrics.english import english_regression, verdict_line
+
+    base = {"english": {"bits_per_byte": 2.0}, "lm-eval en": {"n": 2, "arc_easy (acc)": 0.60, "hellaswag (acc)": 0.40}}
+    kept = {"english": {"bits_per_byte": 2.05}, "lm-eval en": {"n": 2, "arc_easy (acc)": 0.59, "hellaswag (acc)": 0.41}}
+    lost = {"english": {"bits_per_byte": 2.05}, "lm-eval en": {"n": 2, "arc_easy (acc)": 0.50, "hellaswag (acc)": 0.41}}
+    ok = english_regression({"base": base, "tuned": kept}, 0.05)
+    assert not ok["flagged"] and [c["loss"] for c in ok["checks"]] == [0.025, 0.01, -0.01]
+    assert verdict_line(ok).startswith("English kept: worst loss 0.025")
+    bad = english_regression({"base": base, "tuned": lost}, 0.05)
+    assert bad["flagged"] and [c["over"] for c in bad["checks"]] == [False, True, False]
+    assert "ENGLISH REGRESSION" in verdict_line(bad) and "arc_easy" in verdict_line(bad)
+    assert english_regression({"base": {}, "tuned": {}}, 0.05) == {"max": 0.05, "checks": [], "flagged": False}
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -100,6 +101,33 @@ def test_mix_ratios_within_two_percent(tmp_path, weights):
     if wn:
         nat = [r for r in rows if r["id"].startswith("native-")]
         assert nat and nat[0]["messages"][0]["content"].startswith("Setze den folgenden Text fort:")
+
+
+def test_english_part_keeps_the_originals_with_an_english_system_prompt(tmp_path):
+    """`build.mix.english` samples the original English conversations the translate stage kept,
+    each with an English system prompt, at the ratio; at 0 (the default) there are none."""
+    convs = []
+    for i in range(40):
+        c = _conv(i)
+        c.meta.update(source_lang="en", source_messages=[{"role": "user", "content": f"Question number {i}?"},
+                                                         {"role": "assistant", "content": f"Answer {i}."}])
+        convs.append(c)
+    german = _conv(99)  # written in German: no original to keep
+    german.meta.update(source_lang="de", source_messages=[m.to_dict() for m in german.messages])
+    for weight, expected in ((0.5, 20), (0, 0)):
+        r = _recipe(tmp_path, "translate.enabled=true", f"build.mix.english={weight}", "build.max_length=128", *TINY)
+        _upstream(tmp_path / "run", "ingest", [*convs, german])
+        _upstream(tmp_path / "run", "translate", [*convs, german])
+        run_stage(r, "build")
+        rows = [json.loads(x) for x in (tmp_path / "run/build/train.jsonl").read_text().splitlines()]
+        english = [r for r in rows if r["id"].startswith("english-")]
+        assert len(english) == expected
+        assert all(r["messages"][0]["content"] in languages.system_prompts("en") for r in english)
+        assert all(r["messages"][-1]["content"].startswith("Answer ") for r in english)
+        assert "english-c99" not in {r["id"] for r in english}
+        report = json.loads((tmp_path / "run/build/report.json").read_text())
+        assert report["mix"]["available"].get("english", 0) == (40 if weight else 0)
+        shutil.rmtree(tmp_path / "run")
 
 
 def test_native_raw_text_for_pretraining(tmp_path):

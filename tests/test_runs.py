@@ -280,7 +280,7 @@ def test_resolved_recipe_finds_relative_files_from_another_directory(tmp_path, m
     r = run.load_recipe([f"run_dir={run.root}"])
     sets, ppl, info = build_sets(r, run)
     assert [i.reference for i in sets["parallel"]] == ["Hallo.", "Danke."]
-    assert ppl == ["Ein Satz.", "Noch einer."]
+    assert ppl == {"text": ["Ein Satz.", "Noch einer."]}
     assert [i.messages[-1]["content"] for i in sets["prompts-suite"]] == ["Wie spät ist es?", "Was ist los?"]
     assert resolve(r.build.template, None, Path(r.base_dir)).name == "t.jinja"
 

@@ -34,6 +34,7 @@ from mothertongue.conversation import (
     write_jsonl,
 )
 from mothertongue.fidelity_pairs import fidelity_pairs
+from mothertongue.mix import Item
 from mothertongue.models import (
     TINY,
     load_tokenizer,
@@ -48,7 +49,6 @@ IGNORE = -100
 MIN_VOCAB = 256  # below this a "tokenizer" is special tokens only (a byte-level BPE alone has 256)
 
 
-Item = tuple[str, list[dict], list[dict] | None]  # (id, chat messages, tool schemas)
 NO_TOOL_SUPPORT = "dropped: uses tools, and the chat template has no tool support"
 
 
@@ -288,41 +288,6 @@ def conversation_items(convs: list[Conversation], recipe: Recipe) -> list[Item]:
             for c in convs]
 
 
-def mix_items(recipe: Recipe, run: RunDir, instr: list[Item]) -> tuple[dict[str, list[Item]], dict, list[str]]:
-    """The parts of the training mix, sampled to the configured ratio; also raw native text."""
-    cfg, lang = recipe.build, recipe.language
-    rng = random.Random(recipe.seed)
-    pools: dict[str, list[Item]] = {"instructions": instr}
-    parallel_path = run.stage("translate") / "parallel.jsonl"
-    if cfg.translation_tasks and recipe.translate.enabled and parallel_path.exists():
-        tasks = []
-        for i, row in enumerate(mix.read_parallel(parallel_path)):
-            for d, msgs in enumerate(mix.translation_tasks(row, lang, rng)):
-                sp = base_system_prompt(cfg, lang, f"tr{i}-{d}")
-                tasks.append((f"translation-{i}-{d}", with_system(msgs, sp), None))
-        pools["translation"] = tasks
-    raw_text: list[str] = []
-    chunks = mix.native_chunks(recipe, run)  # build.native and the run's documents
-    if chunks and cfg.native_as == "raw":
-        raw_text = chunks
-    elif chunks:
-        tasks = []
-        for i, piece in enumerate(chunks):
-            msgs = mix.continue_task(piece, lang)
-            if msgs:
-                sp = base_system_prompt(cfg, lang, f"nat{i}")
-                tasks.append((f"native-{i}", with_system(msgs, sp), None))
-        pools["native"] = tasks
-    weights = cfg.mix.model_dump()
-    sizes = mix.plan({k: len(v) for k, v in pools.items()}, weights)
-    chosen, repeated = {}, {}
-    for part, n in sizes.items():
-        chosen[part], repeated[part] = (pools[part], 0) if part == "instructions" else mix.sample(pools[part], n, rng)
-    report = {"requested": {k: weights[k] / sum(weights[p] for p in sizes) for k in sizes},
-              "available": {k: len(v) for k, v in pools.items()}, "repeated": repeated}
-    return chosen, report, raw_text
-
-
 def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     data = rundir.data_dir(recipe, "build")
     train = read_conversations(data / "train.jsonl")
@@ -330,7 +295,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     test = read_conversations(data / "test.jsonl")
     if not train:
         raise DataError(f"{data / 'train.jsonl'}: no training conversations; check ingest's report")
-    parts, mix_report, raw_text = mix_items(recipe, rundir, conversation_items(train, recipe))
+    parts, mix_report, raw_text = mix.parts(recipe, rundir, conversation_items(train, recipe), train)
     dev_items = conversation_items(dev, recipe)
     everything = [m for items in parts.values() for _, m, _ in items] + [m for _, m, _ in dev_items]
     everything += [m for _, m, _ in conversation_items(test, recipe)]

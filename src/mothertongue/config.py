@@ -155,11 +155,16 @@ class NativeSourceConfig(Strict):
 
 
 class MixConfig(Strict):
-    """Relative weights of the training mix; only parts that have data count (default: a third each)."""
+    """Relative weights of the training mix; only parts that have data count (default: a third each of
+    instructions, translation and native; no English)."""
 
     instructions: float = Field(1.0, ge=0, description="(Translated) instruction conversations.")
     translation: float = Field(1.0, ge=0, description="Translation tasks made from the translate stage's source/target pairs.")
     native: float = Field(1.0, ge=0, description="Native text wrapped as 'continue this text' tasks.")
+    english: float = Field(
+        0.0, ge=0, description="The original English (source-language) conversations the translate stage kept, "
+        "with a system prompt in their language, so the model keeps the language it started from. 0: off.",
+    )
 
 
 class BuildConfig(Strict):
@@ -406,6 +411,11 @@ class EvaluateConfig(Strict):
         description="English lm-eval tasks, to show regression.",
     )
     benchmarks: bool = Field(False, description="Run the lm-eval tasks (needs `pip install lm-eval` and the datasets).")
+    english_regression_max: float | None = Field(
+        None, ge=0, description="English regression gate: the tuned model may lose at most this much against the "
+        "base (relative rise of bits per byte on the held-out original English answers; absolute drop of each "
+        "lm-eval English task). Over it, the scorecard flags it in red and evaluate says so. None: no gate.",
+    )
     lm_eval_limit: int | None = Field(None, gt=0, description="At most this many examples per lm-eval task.")
     html: bool = Field(True, description="Also write scorecard.html with plots.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig)

@@ -54,8 +54,9 @@ def suites_for(recipe: Recipe) -> list[str]:
     return [s for s in dict.fromkeys([recipe.language.lower(), "en"]) if s in shipped]
 
 
-def build_sets(recipe: Recipe, run: RunDir) -> tuple[dict[str, list[Item]], list[str], dict]:
-    """The prompts both models answer, by set; the held-out texts for perplexity; set metadata."""
+def build_sets(recipe: Recipe, run: RunDir) -> tuple[dict[str, list[Item]], dict[str, list[str]], dict]:
+    """The prompts both models answer, by set; the texts scored by likelihood (perplexity, bits
+    per byte), by set; set metadata."""
     from mothertongue.metrics.fidelity import language_name
 
     # The system prompt the model was trained with ("auto" resolves to the language's own).
@@ -86,11 +87,26 @@ def build_sets(recipe: Recipe, run: RunDir) -> tuple[dict[str, list[Item]], list
         ]
         info["parallel"] = {"kind": "parallel", "source": str(path)}
     if cfg.perplexity_file:
-        ppl_texts = read_texts(find_file(cfg.perplexity_file, base_dir))
+        texts = {"text": read_texts(find_file(cfg.perplexity_file, base_dir))}
         info["text"] = {"kind": "perplexity", "source": cfg.perplexity_file}
     else:
-        ppl_texts = [i.reference for i in sets["held-out"] if i.reference]
-    return {k: v for k, v in sets.items() if v}, ppl_texts, info
+        texts = {"held-out": [i.reference for i in sets["held-out"] if i.reference]}
+    english = original_answers(test, recipe.language)
+    if english:
+        texts["english"] = english
+        info["english"] = {"kind": "perplexity", "source": f"{data.name}/test.jsonl (original answers)"}
+    return {k: v for k, v in sets.items() if v}, {k: v for k, v in texts.items() if v}, info
+
+
+def original_answers(convs: list[Conversation], target: str) -> list[str]:
+    """The untranslated answers the translate stage kept for held-out conversations whose
+    original is in another language (English, mostly): how well a model still knows it."""
+    out = []
+    for c in convs:
+        lang = (c.meta.get("source_lang") or "").lower()
+        if lang and lang != target.lower():
+            out += [m["content"] for m in c.meta.get("source_messages") or [] if m["role"] == "assistant"]
+    return out
 
 
 def expected_langs(name: str, items: list[Item], recipe: Recipe, lid) -> list[str]:
@@ -143,7 +159,7 @@ def score_set(name: str, items: list[Item], replies, expected: list[str], lid) -
 
 
 def score_model(model, tokenizer, stop_ids, sets: dict[str, list[Item]], recipe: Recipe, lid,
-                ppl_texts: list[str] | None = None, bar: progress.Task | None = None) -> tuple[dict, list[dict]]:
+                texts: dict[str, list[str]] | None = None, bar: progress.Task | None = None) -> tuple[dict, list[dict]]:
     """Generate for every set (batched, chat's end-of-turn handling) and score it."""
     from mothertongue.generation import generate, generation_kwargs
     from mothertongue.metrics.perplexity import text_scores
@@ -156,13 +172,11 @@ def score_model(model, tokenizer, stop_ids, sets: dict[str, list[Item]], recipe:
                            on_batch=bar.advance if bar is not None else None, **kw)
         scores[name], g = score_set(name, items, replies, expected_langs(name, items, recipe, lid), lid)
         gens += g
-    text = text_scores(model, tokenizer, ppl_texts, batch_size=cfg.batch_size) if ppl_texts else None
-    if text:
-        keep = {"perplexity": text["perplexity"], "bits_per_byte": text["bits_per_byte"]}
-        if cfg.perplexity_file:
-            scores["text"] = {"n": len(ppl_texts), **keep}
-        elif "held-out" in scores:
-            scores["held-out"].update(keep)
+    for name, group in (texts or {}).items():
+        got = text_scores(model, tokenizer, group, batch_size=cfg.batch_size)
+        if got:
+            scores.setdefault(name, {"n": len(group)}).update(
+                perplexity=got["perplexity"], bits_per_byte=got["bits_per_byte"])
     return scores, gens
 
 
@@ -173,7 +187,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
 
     cfg = recipe.evaluate
     started = time.time()
-    sets, ppl_texts, info = build_sets(recipe, rundir)
+    sets, texts, info = build_sets(recipe, rundir)
     try:
         lid = FidelityJudge(recipe.language, cfg.fidelity_languages, cfg.min_letters)
     except ValueError as e:
@@ -187,7 +201,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
         for w in which:
             model, tok, stop, _ = load_model(rundir.root, w, trust_remote_code=recipe.train.trust_remote_code)
             bar.update(model=w)
-            scores, gens = score_model(model, tok, stop, sets, recipe, lid, ppl_texts, bar)
+            scores, gens = score_model(model, tok, stop, sets, recipe, lid, texts, bar)
             if cfg.benchmarks:
                 from mothertongue.metrics.benchmarks import run_benchmarks
 
@@ -205,6 +219,10 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
         from mothertongue.metrics.judge import judge_pairwise
 
         card["judge"] = judge_pairwise(all_gens, recipe)
+    if cfg.english_regression_max is not None and "base" in card["models"]:
+        from mothertongue.metrics.english import english_regression
+
+        card["english_regression"] = english_regression(card["models"], cfg.english_regression_max)
     card["seconds"] = round(time.time() - started, 1)
     write_jsonl(out / "generations.jsonl", all_gens)
     atomic_write_json(out / "scorecard.json", card)

@@ -1,9 +1,11 @@
-"""The training mix for a language: instructions, translation tasks, native text.
+"""The training mix for a language: instructions, translation tasks, native text, English.
 
 As planned for German in the project's origins: (a) the translated instruction conversations,
 (b) translation tasks in both directions made from the translate stage's source/target pairs,
 phrased as instructions in the target language or in English, and (c) native target-language
-text, either wrapped as "continue this text" tasks or kept raw for continued pretraining.
+text, either wrapped as "continue this text" tasks or kept raw for continued pretraining, and
+(d) the original English conversations the translate stage keeps, with an English system prompt,
+so the model does not lose the language it started from (`build.mix.english`, off by default).
 The instruction conversations are the anchor (all of them are used); the other parts are sampled
 to the requested ratio, repeating only when a part has too little data (counted in the report).
 """
@@ -16,7 +18,13 @@ from pathlib import Path
 
 from mothertongue import languages
 from mothertongue.config import NativeSourceConfig, Recipe
-from mothertongue.conversation import DataError, iter_jsonl, read_documents, write_jsonl
+from mothertongue.conversation import (
+    Conversation,
+    DataError,
+    iter_jsonl,
+    read_documents,
+    write_jsonl,
+)
 
 # System prompts and style tags live in prompts.py (chat, serve and evaluate need them without
 # the mix); re-exported here for callers that still import them from mix.
@@ -26,9 +34,12 @@ from mothertongue.prompts import (  # noqa: F401
     style_system_prompt,
     style_tags,
     system_for,
+    with_system,
 )
 from mothertongue.runs import RunDir
 from mothertongue.text import parallel as text_parallel
+
+Item = tuple[str, list[dict], list[dict] | None]  # (id, chat messages, tool schemas)
 
 
 # ------------------------------------------------------------------------- native text
@@ -132,6 +143,26 @@ def translation_tasks(row: dict, language: str, rng: random.Random) -> list[list
     ]
 
 
+# --------------------------------------------------------------------------- English
+def english_items(convs: list[Conversation], recipe: Recipe) -> list[Item]:
+    """The original (untranslated) conversations the translate stage kept, where the original is
+    in another language than the target, each with a system prompt in its own language."""
+    out = []
+    for c in convs:
+        source = c.meta.get("source_messages")
+        lang = (c.meta.get("source_lang") or "").lower()
+        if not source or not lang or lang == recipe.language.lower():
+            continue
+        msgs = [{"role": m["role"], "content": m["content"]} for m in source]
+        if not any(m["role"] == "assistant" for m in msgs):
+            continue
+        # The language's own prompt ("... always answers in English"); a custom prompt is written
+        # for the target language, so English examples go without one rather than contradict it.
+        sp = base_system_prompt(recipe.build, lang, f"en-{c.id}") if recipe.build.system_prompt == "auto" else None
+        out.append((f"english-{c.id}", with_system(msgs, sp), c.tools))
+    return out
+
+
 # --------------------------------------------------------------------------- sizing
 def plan(available: dict[str, int], weights: dict[str, float]) -> dict[str, int]:
     """How many examples of each part: instructions anchor the mix; others follow the ratio."""
@@ -152,6 +183,44 @@ def sample(pool: list, n: int, rng: random.Random) -> tuple[list, int]:
     out = list(pool) * (n // len(pool)) + rng.sample(pool, n % len(pool))
     rng.shuffle(out)
     return out, n - len(pool)
+
+
+def parts(recipe: Recipe, run: RunDir, instr: list[Item], convs: list[Conversation]) -> tuple[dict[str, list[Item]], dict, list[str]]:
+    """The parts of the training mix, sampled to the configured ratio; also raw native text.
+    `instr` are the training conversations `convs` as items."""
+    cfg, lang = recipe.build, recipe.language
+    rng = random.Random(recipe.seed)
+    pools: dict[str, list[Item]] = {"instructions": instr}
+    parallel_path = run.stage("translate") / "parallel.jsonl"
+    if cfg.translation_tasks and recipe.translate.enabled and parallel_path.exists():
+        tasks = []
+        for i, row in enumerate(read_parallel(parallel_path)):
+            for d, msgs in enumerate(translation_tasks(row, lang, rng)):
+                sp = base_system_prompt(cfg, lang, f"tr{i}-{d}")
+                tasks.append((f"translation-{i}-{d}", with_system(msgs, sp), None))
+        pools["translation"] = tasks
+    raw_text: list[str] = []
+    chunks = native_chunks(recipe, run)  # build.native and the run's documents
+    if chunks and cfg.native_as == "raw":
+        raw_text = chunks
+    elif chunks:
+        tasks = []
+        for i, piece in enumerate(chunks):
+            msgs = continue_task(piece, lang)
+            if msgs:
+                sp = base_system_prompt(cfg, lang, f"nat{i}")
+                tasks.append((f"native-{i}", with_system(msgs, sp), None))
+        pools["native"] = tasks
+    if cfg.mix.english:
+        pools["english"] = english_items(convs, recipe)
+    weights = cfg.mix.model_dump()
+    sizes = plan({k: len(v) for k, v in pools.items()}, weights)
+    chosen, repeated = {}, {}
+    for part, n in sizes.items():
+        chosen[part], repeated[part] = (pools[part], 0) if part == "instructions" else sample(pools[part], n, rng)
+    report = {"requested": {k: weights[k] / sum(weights[p] for p in sizes) for k in sizes},
+              "available": {k: len(v) for k, v in pools.items()}, "repeated": repeated}
+    return chosen, report, raw_text
 
 
 def write_text_rows(path: Path, texts: list[str]) -> None:

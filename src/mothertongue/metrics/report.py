@@ -15,6 +15,7 @@ import html
 import io
 from pathlib import Path
 
+from mothertongue.metrics.english import verdict_line
 from mothertongue.runs import atomic_write_text
 
 # (key, label, format); metrics not listed here (e.g. lm-eval tasks) are shown after these.
@@ -70,6 +71,8 @@ def format_table(card: dict) -> str:
         out.append("\n" + judge_line(card["judge"]))
     if card.get("benchmarks_note"):
         out.append(f"\nbenchmarks: {card['benchmarks_note']}")
+    if card.get("english_regression"):
+        out.append("\n" + verdict_line(card["english_regression"]))
     return "\n".join(out)
 
 
@@ -154,7 +157,7 @@ def plots(card: dict, gens: list[dict]) -> dict[str, str]:
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:3px 8px}
 td.n{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%;display:block;margin:1em 0}
-.g td{vertical-align:top;white-space:pre-wrap;overflow-wrap:anywhere;font-size:13px;max-width:360px}.bad{background:#fde8e8}"""
+.g td{vertical-align:top;white-space:pre-wrap;overflow-wrap:anywhere;font-size:13px;max-width:360px}.bad{background:#fde8e8}p.bad{color:#b00020}"""
 
 
 def write_html(card: dict, gens: list[dict], path: Path, max_rows: int = 300) -> None:
@@ -172,6 +175,10 @@ def write_html(card: dict, gens: list[dict], path: Path, max_rows: int = 300) ->
         extra += f"<p>{esc(judge_line(card['judge']))}</p>"
     if card.get("benchmarks_note"):
         extra += f"<p>benchmarks: {esc(card['benchmarks_note'])}</p>"
+    if card.get("english_regression"):
+        gate = card["english_regression"]
+        colour = " class='bad'" if gate["flagged"] else ""
+        extra += f"<p{colour}><b>{esc(verdict_line(gate))}</b></p>"
     models = [m for m in ("base", "tuned") if m in card["models"]]
     by_key = {(g["model"], g["set"], g["id"]): g for g in gens}
     firsts = [g for g in gens if g["model"] == models[-1]][:max_rows]
