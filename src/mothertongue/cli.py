@@ -133,13 +133,55 @@ def merge_memory(
     """Merge translation memories (SQLite) from shards or other machines into one."""
     from mothertongue.engines.memory import Memory
 
+    for src in sources:  # before the destination is created: a typo leaves nothing behind
+        if not Path(src).is_file():
+            raise UsageError(f"translation memory not found: {src}")
+    created = not Path(dest).exists()
     mem = Memory(dest)
-    for src in sources:
-        if not Path(src).exists():
-            raise FileNotFoundError(f"translation memory not found: {src}")
-        typer.echo(f"{src}: {mem.merge_from(src)} new segments")
+    try:
+        for src in sources:
+            typer.echo(f"{src}: {mem.merge_from(src)} new segments")
+    except Exception:
+        mem.close()
+        if created and mem.count() == 0:
+            for leftover in (Path(dest), Path(f"{dest}-wal"), Path(f"{dest}-shm")):
+                leftover.unlink(missing_ok=True)
+        raise
     typer.echo(f"{dest}: {mem.count()} segments")
     mem.close()
+
+
+@app.command("review")
+def review(
+    run_dir: str = typer.Argument(..., help="A run directory (its translation memory)."),
+    export_to: str = typer.Option(None, "--export", help="Write segments to this CSV for post-editing."),
+    import_from: str = typer.Option(None, "--import", help="Read corrections from this CSV into the memory."),
+    sample: int = typer.Option(None, "--sample", min=1, help="With --export: a random sample of N segments instead of the flagged ones."),
+) -> None:
+    """Human post-editing: export translated segments to a CSV, import the corrections."""
+    from mothertongue.engines.memory import Memory
+    from mothertongue.runs import RunDir
+    from mothertongue.translate import review as rv
+    from mothertongue.translate.stage import memory_path
+
+    if (export_to is None) == (import_from is None):
+        raise UsageError("give exactly one of --export FILE or --import FILE")
+    recipe = RunDir(Path(run_dir)).load_recipe([f"run_dir={run_dir}"])
+    path = memory_path(recipe)
+    if not path.is_file():
+        raise UsageError(f"{run_dir}: no translation memory at {path}; run the translate stage first")
+    mem = Memory(path)
+    try:
+        if export_to:
+            got = rv.export(mem, Path(export_to), sample, recipe.seed)
+            typer.echo(f"[review] {got['segments']} of {got['in_memory']} segments -> {export_to}; "
+                       "fill in the `correction` column, then --import it")
+        else:
+            got = rv.import_corrections(mem, Path(import_from))
+            typer.echo(f"[review] {got['rows']} rows: {got['edited']} corrections stored, {got['removed']} removed, "
+                       f"{got['unchanged']} unchanged; rerun translate (and the stages after it) to use them")
+    finally:
+        mem.close()
 
 
 @app.command("mt-bench")

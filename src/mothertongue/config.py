@@ -89,6 +89,14 @@ class RayConfig(Strict):
     max_restarts: int = Field(3, ge=0, description="A worker process that dies is restarted this often; its batch is redone.")
 
 
+class RoundTripConfig(Strict):
+    """Score every translated segment by translating it back (translate/roundtrip.py)."""
+
+    enabled: bool = Field(False, description="Translate every segment back and score it with chrF against the source.")
+    model: str | None = Field(None, description="The reverse (target->source) model; default: the catalogue's.")
+    min_chrf: float = Field(25.0, ge=0, le=100, description="Segments scoring under this are flagged like gate failures.")
+
+
 class TranslateConfig(Strict):
     enabled: bool = Field(False, description="Translate the ingested data into `language`.")
     engine: str = Field("ctranslate2", description="Translation backend (`mothertongue ls engines`).")
@@ -118,6 +126,7 @@ class TranslateConfig(Strict):
     retry_beam_size: int = Field(4, gt=0, description="Beam size of the one retry of a segment that failed the gate.")
     keep_flagged: bool = Field(False, description="Keep conversations whose translation failed the gate in the train data.")
     progress: bool = Field(True, description="Show a progress bar (segments/s, ETA).")
+    round_trip: RoundTripConfig = Field(default_factory=RoundTripConfig, description="Optional round-trip score per segment.")
     allow_pickle: bool = Field(
         False, description="Load MT checkpoints that have only pickle weights (.bin); they can run code. Default: safetensors only."
     )

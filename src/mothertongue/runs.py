@@ -56,10 +56,22 @@ def _ingest_files(recipe: Recipe) -> dict:
 
 
 def _translate_files(recipe: Recipe) -> dict:
-    """Parallel files of `toy:PATH` models: a changed file is a changed translation model."""
-    specs = [recipe.translate.model, *recipe.translate.models.values()]
+    """Parallel files of `toy:PATH` models (a changed file is a changed translation model), and the
+    human corrections in the translation memory (`mothertongue review --import`)."""
+    from mothertongue.engines.memory import Memory
+    from mothertongue.translate.stage import memory_path
+
+    specs = [recipe.translate.model, recipe.translate.round_trip.model, *recipe.translate.models.values()]
     toys = sorted({m for m in specs if m and m.startswith("toy:")})
-    return {"toy_files": [file_signature(recipe.resolve_path(m[4:])) for m in toys if recipe.resolve_path(m[4:]).is_file()]}
+    out: dict = {"toy_files": [file_signature(recipe.resolve_path(m[4:])) for m in toys if recipe.resolve_path(m[4:]).is_file()]}
+    if memory_path(recipe).is_file():
+        memory = Memory(memory_path(recipe))
+        try:
+            if edits := memory.edits_digest():
+                out["edits"] = edits
+        finally:
+            memory.close()
+    return out
 
 
 def _vision_files(recipe: Recipe) -> dict:

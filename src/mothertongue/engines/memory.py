@@ -5,7 +5,10 @@
 Key: (engine settings, model, source language, target language, segment text). Each batch is
 committed as one transaction (WAL journal), so a kill loses at most the batch in flight and a
 rerun asks the memory what is missing; identical segments anywhere in a dataset are one row.
-Rows carry the quality-gate status ("ok", "retried", or "flagged:<reasons>").
+Rows carry the quality-gate status ("ok", "retried", or "flagged:<reasons>"), optional per-segment
+scores (JSON, e.g. the round-trip chrF) and a human correction (`edited`, from `mothertongue
+review --import`): the machine output stays in `target`, and reads return the correction with the
+status "edited".
 """
 
 from __future__ import annotations
@@ -21,9 +24,14 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS tm (
   engine TEXT NOT NULL, model TEXT NOT NULL, src TEXT NOT NULL, tgt TEXT NOT NULL,
   source TEXT NOT NULL, target TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'ok',
+  scores TEXT, edited TEXT,
   PRIMARY KEY (engine, model, src, tgt, source)
 )
 """
+# Columns added after the first release; older memory files get them on open.
+ADDED_COLUMNS = {"scores": "TEXT", "edited": "TEXT"}
+COLUMNS = "engine, model, src, tgt, source, target, status, scores, edited"
+KEY = ("engine", "model", "src", "tgt", "source")
 
 
 class LegLike(Protocol):
@@ -63,6 +71,10 @@ class Memory:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute(SCHEMA)
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(tm)")}
+            for name, kind in ADDED_COLUMNS.items():
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE tm ADD COLUMN {name} {kind}")
             self.db.commit()
         except sqlite3.DatabaseError as e:
             self.db.close()
@@ -72,7 +84,8 @@ class Memory:
         """source -> (target, status) for the sources already translated."""
         out: dict[str, tuple[str, str]] = {}
         sources = list(sources)
-        q = "SELECT source, target, status FROM tm WHERE engine=? AND model=? AND src=? AND tgt=? AND source IN ({})"
+        q = ("SELECT source, COALESCE(edited, target), CASE WHEN edited IS NULL THEN status ELSE 'edited' END "
+             "FROM tm WHERE engine=? AND model=? AND src=? AND tgt=? AND source IN ({})")
         for i in range(0, len(sources), 500):
             chunk = sources[i : i + 500]
             rows = self.db.execute(q.format(",".join("?" * len(chunk))), (engine, model, src, tgt, *chunk))
@@ -104,13 +117,54 @@ class Memory:
         except sqlite3.DatabaseError as e:
             raise _not_a_memory(other, e) from None
         try:
+            theirs = {row[1] for row in self.db.execute("PRAGMA other.table_info(tm)")}
+            cols = ", ".join(c.strip() for c in COLUMNS.split(",") if c.strip() in theirs)
             with self.db:
-                self.db.execute("INSERT OR IGNORE INTO tm SELECT engine, model, src, tgt, source, target, status FROM other.tm")
+                self.db.execute(f"INSERT OR IGNORE INTO tm ({cols}) SELECT {cols} FROM other.tm")
         except sqlite3.DatabaseError as e:
             raise _not_a_memory(other, e) from None
         finally:
             self.db.execute("DETACH DATABASE other")
         return self.count() - before
+
+    def rows(self, where: str = "1", params: tuple = ()) -> list[dict]:
+        """Every column of the rows matching an SQL condition, in key order."""
+        cur = self.db.execute(f"SELECT {COLUMNS} FROM tm WHERE {where} ORDER BY {', '.join(KEY)}", params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def set_edits(self, edits: Iterable[tuple[tuple[str, str, str, str, str], str | None]]) -> int:
+        """Store human corrections ((key), text or None to remove one) in one transaction; returns
+        how many rows changed. The machine output is kept."""
+        with self.db:
+            return sum(self.db.execute(f"UPDATE tm SET edited=? WHERE {' AND '.join(k + '=?' for k in KEY)}",
+                                       (text, *key)).rowcount for key, text in edits)
+
+    def set_scores(self, settings: str, leg: LegLike, scores: dict[str, str]) -> None:
+        """Store per-segment scores (source -> JSON text) of one leg in one transaction."""
+        with self.db:
+            self.db.executemany(
+                f"UPDATE tm SET scores=? WHERE {' AND '.join(k + '=?' for k in KEY)}",
+                [(js, settings, leg.model, leg.src, leg.tgt, source) for source, js in scores.items()])
+
+    def set_status(self, settings: str, leg: LegLike, sources: Iterable[str], status: str) -> None:
+        """Set the status of some of one leg's segments (e.g. flagged by a later check)."""
+        with self.db:
+            self.db.executemany(
+                f"UPDATE tm SET status=? WHERE {' AND '.join(k + '=?' for k in KEY)}",
+                [(status, settings, leg.model, leg.src, leg.tgt, source) for source in sources])
+
+    def edits_digest(self) -> str | None:
+        """A hash of every human correction (None without any): part of the translate stage's
+        fingerprint, so an imported review reassembles the data."""
+        import hashlib
+
+        rows = self.db.execute(f"SELECT {', '.join(KEY)}, edited FROM tm WHERE edited IS NOT NULL ORDER BY {', '.join(KEY)}")
+        h, n = hashlib.sha256(), 0
+        for row in rows:
+            h.update("\x1f".join(row).encode() + b"\x1e")
+            n += 1
+        return f"{n}:{h.hexdigest()[:16]}" if n else None
 
     def close(self) -> None:
         self.db.close()

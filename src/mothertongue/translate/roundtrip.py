@@ -1,0 +1,95 @@
+"""Translate, optional check: the round-trip score of every translated segment.
+
+    translate: {round_trip: {enabled: true, min_chrf: 40}}    # in a recipe
+    translate: {round_trip: {enabled: true, model: Helsinki-NLP/opus-mt-de-en}}
+
+Each translated segment is translated back into its source language with the reverse model (the
+catalogue's, or `round_trip.model`) through the same engine and translation memory, so a rerun
+translates nothing twice, and scored with chrF (sacreBLEU) against the source. The score is kept
+per segment in the memory (`scores`, JSON) and summarised in the translate report; a segment under
+`min_chrf` is flagged like a quality-gate failure ("flagged:round-trip"), and its record goes to
+flagged.jsonl. A human correction (`mothertongue review`) is never overruled.
+
+Round trips reward literal translations and punish some good free ones; chrF on short segments
+is noisy. Use the score to find the broken, not to rank the good; the threshold is deliberately
+low by default. Pivoted routes (two legs) are not scored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mothertongue.engines import load_engine
+from mothertongue.engines.catalogue import Leg, direct_model
+from mothertongue.engines.memory import Memory
+from mothertongue.engines.toy import ensure_toy_model, is_toy
+from mothertongue.translate.plan import Plan
+
+FLAG = "flagged:round-trip"
+
+
+def reverse_leg(plan: Plan, leg: Leg) -> Leg | None:
+    """The leg back from the target into the source language, or None without a model for it."""
+    t, r = plan.recipe.translate, plan.recipe
+    model = t.round_trip.model or direct_model(leg.tgt, leg.src, t.family, None, t.models)
+    if model and is_toy(model):
+        model = ensure_toy_model(model, Path(r.base_dir), Path(r.run_dir) / "toy-mt")
+    return Leg(leg.tgt, leg.src, model) if model else None
+
+
+def score(plan: Plan, memory: Memory) -> dict:
+    """Back-translate and score every directly routed segment of the plan; returns counts that
+    add up over chunks (`summary` makes the report's section of them)."""
+    from sacrebleu.metrics import CHRF
+
+    t = plan.recipe.translate
+    chrf = CHRF()
+    counts: dict = {"scored": 0, "flagged": 0, "chrf_sum": 0.0, "skipped": {}}
+    for src, legs in plan.routes.items():
+        segments = sorted({s for u in plan.units if u.src == src and u.doc for s in u.doc.segments()})
+        if not legs or not segments:
+            continue
+        if len(legs) > 1:
+            counts["skipped"][f"{src}->{plan.target} (pivoted)"] = len(segments)
+            continue
+        leg, back = legs[0], reverse_leg(plan, legs[0])
+        if back is None:
+            counts["skipped"][f"{src}->{plan.target} (no {plan.target}->{src} model)"] = len(segments)
+            continue
+        if back.model not in plan.engines:  # shared by the chunks of one run
+            plan.engines[back.model] = load_engine(
+                t.engine, back.model, t.device, t.options, batch_tokens=t.batch_tokens, allow_pickle=t.allow_pickle)
+        eng = plan.engines[back.model]
+        forward = plan.store(memory, leg).get(segments)
+        back_store = memory.for_leg(eng.settings_key(t.beam_size), back)
+        targets = sorted({tgt for tgt, _ in forward.values()})
+        have = back_store.get(targets)
+        todo = [x for x in targets if x not in have]
+        for batch in eng.batches(todo, t.beam_size):
+            chunk = [todo[i] for i in batch]
+            back_store.put(zip(chunk, eng.translate(chunk, back.src, back.tgt, t.beam_size), ["ok"] * len(chunk)))
+        have = back_store.get(targets)
+        per_segment, flag, unflag = {}, [], []
+        for source, (target, status) in forward.items():
+            value = round(chrf.sentence_score(have[target][0], [source]).score, 1)
+            per_segment[source] = json.dumps({"round_trip_chrf": value})
+            counts["chrf_sum"] += value
+            if value < t.round_trip.min_chrf and status in ("ok", "retried"):
+                flag.append(source)
+            elif value >= t.round_trip.min_chrf and status == FLAG:  # the threshold was lowered
+                unflag.append(source)
+        settings = plan.store(memory, leg).key[0]
+        memory.set_scores(settings, leg, per_segment)
+        memory.set_status(settings, leg, flag, FLAG)
+        memory.set_status(settings, leg, unflag, "ok")
+        counts["scored"] += len(per_segment)
+        counts["flagged"] += sum(1 for _, st in forward.values() if st == FLAG) + len(flag) - len(unflag)
+    return counts
+
+
+def summary(counts: dict, min_chrf: float) -> dict:
+    """The translate report's `segments.round_trip`: scored, flagged, mean chrF, threshold, skipped."""
+    n = counts["scored"]
+    return {"scored": n, "flagged": counts["flagged"], "mean_chrf": round(counts["chrf_sum"] / n, 1) if n else None,
+            "min_chrf": min_chrf, "skipped": counts["skipped"]}
