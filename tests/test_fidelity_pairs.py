@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mothertongue.config import Recipe
 from mothertongue.conversation import Conversation, Message, write_jsonl
 
@@ -47,3 +49,92 @@ def test_build_writes_them_in_the_conversation_split(tmp_path):
     assert (row["chosen"], row["rejected"]) == ("Hund, Katze und Pferd.", "Dog, cat and horse.")
     off = write_preferences(Recipe(run_dir=str(tmp_path / "run")), data, out)
     assert off == ({"train": 0, "dev": 0, "test": 0}, {})
+
+
+ANIMALS = ["Hund", "Katze", "Pferd", "Vogel", "Fisch", "Maus", "Kuh", "Ziege", "Ente", "Schaf", "Hase", "Igel",
+           "Fuchs", "Wolf", "Bär", "Esel"]
+EN = {"Hund": "dog", "Katze": "cat", "Pferd": "horse", "Vogel": "bird", "Fisch": "fish", "Maus": "mouse", "Kuh": "cow",
+      "Ziege": "goat", "Ente": "duck", "Schaf": "sheep", "Hase": "hare", "Igel": "hedgehog", "Fuchs": "fox",
+      "Wolf": "wolf", "Bär": "bear", "Esel": "donkey"}
+ASK = ("Erzähle mir bitte etwas über das Tier {}.", "Was weißt du über das Tier {}?")
+
+
+def _answer_de(a: str) -> str:
+    return f"Das Tier {a} ist freundlich und lebt sehr gern draußen im grünen Garten."
+
+
+def _answer_en(a: str) -> str:
+    return f"The animal {EN[a]} is friendly and really likes to live outside in the green garden."
+
+
+@pytest.mark.slow
+def test_dpo_on_fidelity_pairs_raises_the_line_pass_rate(tmp_path):
+    """A tiny model that answers one way of asking in German and the other in English (its SFT data
+    kept English answers there, as a half-translated set would) is tuned with DPO on the fidelity
+    pairs that build makes from the translated data; on held-out animals its LCB-style line pass
+    rate (German expected) rises from about one half to (nearly) all.
+
+    Margin: before DPO every reply to the second way of asking is English, so the rate is at most
+    ~0.5 (+ chance); the test asks for a rise of at least 0.3 and an end of at least 0.9."""
+    from mothertongue.config import load_recipe
+    from mothertongue.generation import generate
+    from mothertongue.metrics.lcb import line_level
+    from mothertongue.models import load_model
+    from mothertongue.runs import atomic_write_json, run_stage
+    from mothertongue.text.langid import LangId
+
+    train_animals, held_out = ANIMALS[:12], ANIMALS[12:]
+    tiny = ["tiny_model.hidden_size=64", "tiny_model.intermediate_size=128", "tiny_model.num_hidden_layers=2",
+            "tiny_model.num_attention_heads=4", "tiny_model.vocab_size=400", "build.system_prompt=none",
+            "translate.enabled=true", "build.template=chatml"]
+
+    def upstream(run_dir, convs):
+        for stage in ("ingest", "translate"):
+            d = run_dir / stage
+            d.mkdir(parents=True)
+            write_jsonl(d / "train.jsonl", convs)
+            for name in ("dev.jsonl", "test.jsonl", "pairs.jsonl"):
+                write_jsonl(d / name, [])
+            atomic_write_json(d / "manifest.json", {"stage": stage, "fingerprint": "test"})
+
+    def recipe(name, *overrides):
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(f"run_dir: {tmp_path / name}\nlanguage: de\n", encoding="utf-8")
+        return load_recipe(p, [*tiny, *overrides])
+
+    # 1. SFT: the first way of asking answered in German, the second in English (untranslated).
+    sft_convs = [Conversation(f"{k}-{a}", [Message("user", ASK[k].format(a)),
+                                          Message("assistant", _answer_de(a) if k == 0 else _answer_en(a))], "de")
+                 for a in train_animals for k in (0, 1)]
+    upstream(tmp_path / "sft", sft_convs)
+    r_sft = recipe("sft", "train.adapter=full", "train.epochs=25", "train.learning_rate=0.003", "train.batch_size=8")
+    for stage in ("build", "train"):
+        run_stage(r_sft, stage, log=lambda m: None)
+
+    # 2. DPO from the SFT model on the fidelity pairs of the fully translated data.
+    translated_convs = [translated(f"{k}-{a}", ASK[k].format(a), _answer_de(a), ASK[k].format(EN[a]), _answer_en(a))
+                        for a in train_animals for k in (0, 1)]
+    upstream(tmp_path / "dpo", translated_convs)
+    sft_model = tmp_path / "sft" / "train" / "model"
+    r_dpo = recipe("dpo", f"base_model={sft_model}", "build.fidelity_pairs=true", "train.method=dpo",
+                   "train.adapter=full", "train.learning_rate=0.001", "train.epochs=6", "train.batch_size=8",
+                   "train.beta=0.5")
+    run_stage(r_dpo, "build", log=lambda m: None)
+    report = json.loads((tmp_path / "dpo" / "build" / "report.json").read_text())
+    assert report["fidelity_pairs"]["made"] == len(translated_convs)
+    run_stage(r_dpo, "train", log=lambda m: None)
+
+    detect = LangId(["de", "en"]).detect
+    prompts = [[{"role": "user", "content": ASK[k].format(a)}] for a in held_out for k in (0, 1)]
+
+    def pass_rate(run):
+        model, tok, stop, _ = load_model(tmp_path / run, "tuned")
+        replies = [r.text for r in generate(model, tok, prompts, stop, max_new_tokens=24)]
+        scores = line_level(replies, "de", lambda t: detect(t)[0])
+        assert scores["judgeable"] == len(prompts), replies
+        return scores["line_pass_rate"], replies
+
+    before, replies_before = pass_rate("sft")
+    after, replies_after = pass_rate("dpo")
+    assert before <= 0.75, replies_before
+    assert after >= 0.9 and after >= before + 0.3, (before, after, replies_after)
