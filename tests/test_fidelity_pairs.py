@@ -59,12 +59,14 @@ EN = {"Hund": "dog", "Katze": "cat", "Pferd": "horse", "Vogel": "bird", "Fisch":
 ASK = ("Erzähle mir bitte etwas über das Tier {}.", "Was weißt du über das Tier {}?")
 
 
+# One answer per language, whatever the animal: what is learned is the language, not the animal
+# (a model this small is slow to learn to copy a word from the prompt).
 def _answer_de(a: str) -> str:
-    return f"Das Tier {a} ist freundlich und lebt sehr gern draußen im grünen Garten."
+    return "Dieses Tier ist freundlich und lebt sehr gern draußen im grünen Garten."
 
 
 def _answer_en(a: str) -> str:
-    return f"The animal {EN[a]} is friendly and really likes to live outside in the green garden."
+    return "This animal is friendly and really likes to live outside in the green garden."
 
 
 @pytest.mark.slow

@@ -175,7 +175,9 @@ WORDS = ["eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "ne
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="session 4 regression, not yet found: the tiny model answers every style as pirate (see the #13/#14 note)")
+@pytest.mark.xfail(strict=False, reason="the style is learned, the number word is not: training plateaus at the loss of "
+                   "not seeing which word was asked (0.55) with the CPU kernels on or off, constant or cosine LR; a plain "
+                   "PyTorch loop on the same examples breaks through after ~110 steps. Not found yet (session 5 note)")
 def test_tiny_model_learns_style_tag(tmp_path):
     """Trained on the same prompts with and without a pirate tag, the model follows the tag at chat time."""
     from mothertongue.generation import generate
