@@ -37,8 +37,9 @@ class Family:
     gguf: str | None = None  # None: llama.cpp converts it; else why it cannot (asserted)
 
 
-# llama.cpp converts OLMo-2 and GPT-NeoX, but Transformers' GGUF reader does not know them: export
-# cannot load the file back to check it, and refuses.
+# llama.cpp converts OLMo-2, but Transformers' GGUF reader does not know it: export cannot load the
+# file back to check it, and refuses. GPT-NeoX: the same, and before that llama.cpp's converter
+# fails on the config Transformers 5 saves (rotary_pct moved into rope_parameters).
 NO_GGUF_READER = "Transformers cannot load this GGUF back"
 FAMILIES = {f.name: f for f in [
     Family("qwen2.5", "qwen2.5-0.5b-instruct"),
@@ -51,7 +52,7 @@ FAMILIES = {f.name: f for f in [
     Family("llama-2", "llama-2-7b-chat"),
     Family("llama-3", "llama-3-8b-instruct"),
     Family("gpt2", "gpt2", template="chatml"),
-    Family("pythia", "pythia-70m", template="zephyr", gguf=NO_GGUF_READER),
+    Family("pythia", "pythia-70m", template="zephyr", gguf="KeyError: 'rotary_pct'; llama.cpp's converter looks for"),
 ]}
 
 

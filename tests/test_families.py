@@ -7,7 +7,7 @@ Build, per family, with the real tokenizer and chat template: the loss mask is t
 and their end-of-turn token, decoded back byte for byte; the chat-time prompt is a token prefix of
 the training text; where the template puts a system prompt, whether it injects a default one,
 whether it knows tools; conversations a template rejects are counted. Train, chat, serve and
-export per family are in test_families_stages.py, GGUF in test_families_gguf.py.
+export (merged, CTranslate2, GGUF) per family are in test_families_stages.py.
 """
 
 from __future__ import annotations

@@ -167,6 +167,9 @@ def _convert(merged_dir: Path, first: Path, outtype: str, checkout: Path) -> str
                 "GPT-2 byte-level kind mothertongue can name for it"
             )
             if "pre-tokenizer was not recognized" in last
+            else "; llama.cpp's converter looks for a config.json key that Transformers 5 saves elsewhere "
+            "(GPT-NeoX's rotary_pct is now rope_parameters.partial_rotary_factor)"
+            if last.startswith("KeyError")
             else ""
         )
         raise StageError(f"convert_hf_to_gguf.py failed on {merged_dir}: {last}{hint}")
