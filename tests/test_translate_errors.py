@@ -52,6 +52,9 @@ def random_marian(out: Path, safetensors: bool = True) -> Path:
 def test_merge_memory_refuses_a_file_that_is_not_sqlite(tmp_path):
     (tmp_path / "notes.sqlite").write_text("not a database\n", encoding="utf-8")
     one_line_error(_cli("merge-memory", str(tmp_path / "tm.sqlite"), str(tmp_path / "notes.sqlite")), "notes.sqlite", "not a translation memory")
+    assert not (tmp_path / "tm.sqlite").exists()  # the refused merge leaves no empty memory behind
+    one_line_error(_cli("merge-memory", str(tmp_path / "tm.sqlite"), str(tmp_path / "typo.sqlite")), "typo.sqlite", "not found")
+    assert not (tmp_path / "tm.sqlite").exists()
     from mothertongue.engines.memory import Memory
 
     with pytest.raises(DataError, match="notes.sqlite: not a translation memory"):

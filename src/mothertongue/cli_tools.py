@@ -35,8 +35,9 @@ def merge_memory(
         for src in sources:
             typer.echo(f"{src}: {mem.merge_from(src)} new segments")
     except Exception:
+        empty = mem.count() == 0
         mem.close()
-        if created and mem.count() == 0:
+        if created and empty:
             for leftover in (Path(dest), Path(f"{dest}-wal"), Path(f"{dest}-shm")):
                 leftover.unlink(missing_ok=True)
         raise
