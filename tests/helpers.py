@@ -102,3 +102,24 @@ WORDS = {
     "star": "Stern", "car": "Auto", "train": "Zug", "school": "Schule", "friend": "Freund",
     "mother": "Mutter", "father": "Vater", "child": "Kind", "city": "Stadt",
 }
+
+
+def start_server(engine, api_key: str | None = None):
+    """`mothertongue serve`'s server for `engine` on a free loopback port, in a thread, started;
+    returns (server, thread, "http://127.0.0.1:PORT"). Stop it with `server.should_exit = True`."""
+    import threading
+    import time
+
+    from mothertongue.serve import bind, create_app, uvicorn_server
+
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn_server(create_app(engine, api_key), engine.cfg)  # as `mothertongue serve` runs it
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.05)
+    return server, thread, f"http://127.0.0.1:{port}"
+

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from helpers import run_recipe
+from helpers import run_recipe, start_server
 from mothertongue.errors import RecipeError, StageError
 from stub_openai import Stub
 
@@ -71,7 +70,6 @@ def served(tmp_path_factory):
     from mothertongue import templates
     from mothertongue.config import ServeConfig
     from mothertongue.models import train_tiny_tokenizer
-    from mothertongue.serve import bind, create_app, uvicorn_server
     from mothertongue.serve_engine import build_engine
 
     folder = tmp_path_factory.mktemp("remote") / "tiny-chat"
@@ -88,15 +86,8 @@ def served(tmp_path_factory):
     tok.save_pretrained(folder)
     # One request per batch: the answers must not depend on which requests happen to share a batch.
     engine = build_engine(folder, cfg=ServeConfig(max_batch_size=1, max_new_tokens_limit=64))
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn_server(create_app(engine), engine.cfg)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    server, thread, url = start_server(engine)
+    yield f"{url}/v1"
     server.should_exit = True
     thread.join(timeout=10)
 

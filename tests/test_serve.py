@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from helpers import start_server
 
 try:  # the HTTP library the installed openai client uses (httpx, or its successor httpx2)
     import httpx2 as httpx
@@ -22,19 +23,6 @@ PROMPTS = {
 }
 
 
-def _start(engine, api_key=None):
-    from mothertongue.serve import bind, create_app, uvicorn_server
-
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    server = uvicorn_server(create_app(engine, api_key), engine.cfg)  # as `mothertongue serve` runs it
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +36,7 @@ def engine(quickstart_run):
 
 @pytest.fixture(scope="module")
 def server(engine):
-    srv, thread, url = _start(engine)
+    srv, thread, url = start_server(engine)
     yield url
     srv.should_exit = True
     thread.join(timeout=10)
@@ -228,7 +216,7 @@ def test_concurrent_streams_are_batched_and_each_stream_is_its_own(server, expec
 
 
 def test_api_key(engine):
-    srv, thread, url = _start(engine, api_key="s3cret")
+    srv, thread, url = start_server(engine, api_key="s3cret")
     try:
         body = {"messages": [{"role": "user", "content": "Sag hallo."}]}
         assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).status_code == 401
@@ -281,7 +269,7 @@ def test_health_stays_fast_while_large_prompts_are_rendered(engine):
     """Rendering and tokenizing a large prompt takes a while; it must not block the event loop,
     so /health (and every other client) is answered meanwhile."""
     big = _engine_with(engine, max_request_bytes=10_000_000, request_timeout=120)
-    srv, thread, url = _start(big)
+    srv, thread, url = start_server(big)
     body = {"messages": [{"role": "user", "content": "Nenne drei Farben und Tiere. " * 60_000}]}
     try:
         t0 = time.perf_counter()
@@ -335,7 +323,7 @@ def test_slow_headers_and_body_are_cut_off(engine):
     after serve.request_timeout, on a new connection and on a kept-alive one; a body that never
     finishes arriving gets 408 too; other clients are served meanwhile."""
     quick = _engine_with(engine, request_timeout=1.0)
-    srv, thread, url = _start(quick)
+    srv, thread, url = start_server(quick)
     port = int(url.rsplit(":", 1)[1])
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
