@@ -326,6 +326,9 @@ class VisionTrainConfig(Strict):
     epochs: float = Field(1.0, gt=0, description="Passes over the stage's data.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    projector_learning_rate: float | None = Field(
+        None, gt=0, description="The projector's own peak learning rate (default: learning_rate); stage 2 often "
+        "wants it higher than the language model's.")
     batch_size: int = Field(16, gt=0, description="Examples per device per step.")
     grad_accum: int = Field(1, gt=0, description="Gradient accumulation steps.")
     save_steps: int = Field(200, gt=0, description="Checkpoint every N steps (resume point).")

@@ -22,14 +22,31 @@ from pathlib import Path
 from transformers import Trainer
 
 from mothertongue.config import Recipe, VisionTrainConfig
-from mothertongue.training.trainers import ResumableLogging
+from mothertongue.training.trainers import EmbeddingLearningRate, ResumableLogging
 
 IGNORE = -100
 
 
-class VisionTrainer(ResumableLogging, Trainer):
+class VisionTrainer(ResumableLogging, EmbeddingLearningRate, Trainer):
     """transformers' Trainer for a Llava model on pre-tokenized examples with images; its loss
-    curve survives a resume like the text trainers' (ResumableLogging)."""
+    curve survives a resume like the text trainers' (ResumableLogging), and the projector can
+    have its own learning rate (EmbeddingLearningRate's split of the parameter groups)."""
+
+    embedding_modules = ("multi_modal_projector",)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Full-model checkpoints through `from_pretrained`. save_pretrained writes Llava's
+        weights under their published names (language_model.model.*, vision_tower.*), and the
+        Trainer's own resume loads them non-strictly into the model's new names
+        (model.language_model.*): nothing matches, nothing is loaded, and the run silently
+        continues from the weights it started with."""
+        from peft import PeftModel
+
+        model = model if model is not None else self.model
+        if isinstance(model, PeftModel):  # adapter checkpoints keep the model's own names
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
+        model.load_state_dict(saved.state_dict(), strict=True)
 
 
 def encode_examples(records: list[dict], tokenizer, model_config, system: str | None, max_length: int,
@@ -169,6 +186,7 @@ def fit_stage(recipe: Recipe, stage: VisionTrainConfig, model, processor, exampl
     args = training_args(recipe, stage, out, hidden)
     data = Dataset.from_list(examples)
     trainer = VisionTrainer(model=model, args=args, train_dataset=data, data_collator=Collator(processor, recipe))
+    trainer.embedding_lr = stage.projector_learning_rate
     last = last_complete_checkpoint(out / "checkpoints", trainer.accelerator.is_main_process)
     if last:
         print(f"[vision] resuming {out.name} from {last}")
@@ -180,6 +198,7 @@ def fit_stage(recipe: Recipe, stage: VisionTrainConfig, model, processor, exampl
         "examples": len(examples), "steps": trainer.state.global_step,
         "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
         "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
-        "learning_rate": stage.learning_rate, "resumed_from": Path(last).name if last else None,
+        "learning_rate": stage.learning_rate, "projector_learning_rate": stage.projector_learning_rate or stage.learning_rate,
+        "resumed_from": Path(last).name if last else None,
     }
     return trainer, history, summary
