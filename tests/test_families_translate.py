@@ -53,6 +53,7 @@ def mt_models(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # the mt_models fixture builds three models (~10 s) for whoever uses it first
 @pytest.mark.parametrize("key", list(MT))
 def test_segments_are_sized_by_the_real_tokenizer(mt_models, key):
     from transformers import AutoTokenizer
@@ -137,6 +138,7 @@ def test_nllb_config_and_codes():
         assert FAMILIES["nllb"].code(lang) in specials
 
 
+@pytest.mark.slow
 def test_routing_and_pivot_with_real_ids_mapped_to_local_folders(mt_models):
     from mothertongue.engines.catalogue import Leg, family_of, route
 
