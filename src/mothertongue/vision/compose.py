@@ -132,6 +132,7 @@ def compose(recipe: Recipe, run: RunDir):
     lm = lm.float().to("cpu")
     if v.image_token not in tokenizer.get_vocab():
         tokenizer.add_tokens([v.image_token], special_tokens=True)
+    torch.manual_seed(recipe.seed)  # the image token's new row (and the projector below): the seed decides
     if len(tokenizer) > lm.get_input_embeddings().weight.shape[0]:
         lm.resize_token_embeddings(len(tokenizer))
     text_cfg = copy.deepcopy(lm.config)
@@ -146,7 +147,7 @@ def compose(recipe: Recipe, run: RunDir):
         vision_feature_layer=v.feature_layer,
         tie_word_embeddings=bool(getattr(text_cfg, "tie_word_embeddings", False)),
     )
-    torch.manual_seed(recipe.seed)  # the projector's initial weights depend on the seed only
+    torch.manual_seed(recipe.seed)
     model = LlavaForConditionalGeneration(config)
     body = getattr(lm, lm.base_model_prefix)
     model.model.language_model.load_state_dict(body.state_dict())
