@@ -190,6 +190,7 @@ def _rows(db: Path) -> int:
         return 0
 
 
+@pytest.mark.slow  # ~24 s: several killed subprocess runs
 def test_kill_at_random_points_then_resume_equals_uninterrupted_run(tiny_marian, tmp_path):
     """SIGKILL a translating subprocess three times at random points, restart it, and compare
     the final output with an uninterrupted run: same conversations, same order, exact text."""
