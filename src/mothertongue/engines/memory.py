@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS tm (
 ADDED_COLUMNS = {"scores": "TEXT", "edited": "TEXT"}
 COLUMNS = "engine, model, src, tgt, source, target, status, scores, edited"
 KEY = ("engine", "model", "src", "tgt", "source")
+MATCH_KEY = " AND ".join(f"{k}=?" for k in KEY)  # one row, by its key
 
 
 class LegLike(Protocol):
@@ -54,6 +55,18 @@ class LegMemory:
     def put(self, rows: Iterable[tuple[str, str, str]]) -> None:
         """Store (source, target, status) rows in one transaction."""
         self.memory.put_many(*self.key, rows)
+
+    def set_scores(self, scores: dict[str, str]) -> None:
+        """Store per-segment scores (source -> JSON text) in one transaction."""
+        with self.memory.db:
+            self.memory.db.executemany(f"UPDATE tm SET scores=? WHERE {MATCH_KEY}",
+                                       [(js, *self.key, source) for source, js in scores.items()])
+
+    def set_status(self, sources: Iterable[str], status: str) -> None:
+        """Set the status of some segments (e.g. flagged by a later check) in one transaction."""
+        with self.memory.db:
+            self.memory.db.executemany(f"UPDATE tm SET status=? WHERE {MATCH_KEY}",
+                                       [(status, *self.key, source) for source in sources])
 
 
 def _not_a_memory(path: Path | str, e: sqlite3.DatabaseError) -> DataError:
@@ -137,22 +150,8 @@ class Memory:
         """Store human corrections ((key), text or None to remove one) in one transaction; returns
         how many rows changed. The machine output is kept."""
         with self.db:
-            return sum(self.db.execute(f"UPDATE tm SET edited=? WHERE {' AND '.join(k + '=?' for k in KEY)}",
+            return sum(self.db.execute(f"UPDATE tm SET edited=? WHERE {MATCH_KEY}",
                                        (text, *key)).rowcount for key, text in edits)
-
-    def set_scores(self, settings: str, leg: LegLike, scores: dict[str, str]) -> None:
-        """Store per-segment scores (source -> JSON text) of one leg in one transaction."""
-        with self.db:
-            self.db.executemany(
-                f"UPDATE tm SET scores=? WHERE {' AND '.join(k + '=?' for k in KEY)}",
-                [(js, settings, leg.model, leg.src, leg.tgt, source) for source, js in scores.items()])
-
-    def set_status(self, settings: str, leg: LegLike, sources: Iterable[str], status: str) -> None:
-        """Set the status of some of one leg's segments (e.g. flagged by a later check)."""
-        with self.db:
-            self.db.executemany(
-                f"UPDATE tm SET status=? WHERE {' AND '.join(k + '=?' for k in KEY)}",
-                [(status, settings, leg.model, leg.src, leg.tgt, source) for source in sources])
 
     def edits_digest(self) -> str | None:
         """A hash of every human correction (None without any): part of the translate stage's

@@ -61,28 +61,29 @@ def score(plan: Plan, memory: Memory) -> dict:
             plan.engines[back.model] = load_engine(
                 t.engine, back.model, t.device, t.options, batch_tokens=t.batch_tokens, allow_pickle=t.allow_pickle)
         eng = plan.engines[back.model]
-        forward = plan.store(memory, leg).get(segments)
+        store = plan.store(memory, leg)
+        forward = store.get(segments)
         back_store = memory.for_leg(eng.settings_key(t.beam_size), back)
         targets = sorted({tgt for tgt, _ in forward.values()})
-        have = back_store.get(targets)
+        have = {tgt: out for tgt, (out, _) in back_store.get(targets).items()}
         todo = [x for x in targets if x not in have]
         for batch in eng.batches(todo, t.beam_size):
             chunk = [todo[i] for i in batch]
-            back_store.put(zip(chunk, eng.translate(chunk, back.src, back.tgt, t.beam_size), ["ok"] * len(chunk)))
-        have = back_store.get(targets)
+            outs = eng.translate(chunk, back.src, back.tgt, t.beam_size)
+            back_store.put(zip(chunk, outs, ["ok"] * len(chunk)))
+            have.update(zip(chunk, outs))
         per_segment, flag, unflag = {}, [], []
         for source, (target, status) in forward.items():
-            value = round(chrf.sentence_score(have[target][0], [source]).score, 1)
+            value = round(chrf.sentence_score(have[target], [source]).score, 1)
             per_segment[source] = json.dumps({"round_trip_chrf": value})
             counts["chrf_sum"] += value
             if value < t.round_trip.min_chrf and status in ("ok", "retried"):
                 flag.append(source)
             elif value >= t.round_trip.min_chrf and status == FLAG:  # the threshold was lowered
                 unflag.append(source)
-        settings = plan.store(memory, leg).key[0]
-        memory.set_scores(settings, leg, per_segment)
-        memory.set_status(settings, leg, flag, FLAG)
-        memory.set_status(settings, leg, unflag, "ok")
+        store.set_scores(per_segment)
+        store.set_status(flag, FLAG)
+        store.set_status(unflag, "ok")
         counts["scored"] += len(per_segment)
         counts["flagged"] += sum(1 for _, st in forward.values() if st == FLAG) + len(flag) - len(unflag)
     return counts
