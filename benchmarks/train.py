@@ -56,8 +56,8 @@ def make_data(n: int, seed: int) -> list[list[dict]]:
 
 def setup(n: int, seed: int = 0):
     from mothertongue import templates
-    from mothertongue.build import encode
     from mothertongue.config import TinyModelConfig
+    from mothertongue.encoding import encode
     from mothertongue.models import build_tiny_model, train_tiny_tokenizer
 
     chats = make_data(n + 16, seed)

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from mothertongue import templates
-from mothertongue.build import IGNORE, encode, generation_prefix_ok
 from mothertongue.config import load_recipe
 from mothertongue.conversation import DataError
+from mothertongue.encoding import IGNORE, encode, generation_prefix_ok
 from mothertongue.models import stop_token_ids, train_tiny_tokenizer
 from mothertongue.runs import run_stage
 
@@ -158,7 +158,7 @@ def test_tool_calls_without_template_support_are_refused_and_counted(tmp_path, c
 def test_too_long_conversation_is_counted_once(tmp_path):
     from collections import Counter
 
-    from mothertongue.build import encode_with_limit
+    from mothertongue.encoding import encode_with_limit
 
     tok, _ = _tokenizer("chatml")
     r = load_recipe(_write_recipe(tmp_path), ["build.max_length=20"])

@@ -57,9 +57,9 @@ def tokenizers(tmp_path_factory):
 def test_mask_is_exactly_the_answers_and_their_end_of_turn(tokenizers, name, system, turns):
     """Through doctor's mask_report, the same code `mothertongue doctor` runs on a user's model."""
     from mothertongue import templates
-    from mothertongue.build import PER_TURN, PER_TURN_TOKENS
     from mothertongue.config import BuildConfig
     from mothertongue.doctor import mask_report
+    from mothertongue.encoding import PER_TURN, PER_TURN_TOKENS
     from mothertongue.models import stop_token_ids
 
     tok = tokenizers(name)
@@ -113,8 +113,9 @@ def test_template_behaviour_is_reported(tokenizers, name):
 def test_conversations_a_template_rejects_are_counted_not_fatal(tokenizers, name):
     from collections import Counter
 
-    from mothertongue.build import PER_TURN, build_rows
+    from mothertongue.build import build_rows
     from mothertongue.config import Recipe
+    from mothertongue.encoding import PER_TURN
 
     tok = tokenizers(name)
     recipe = Recipe(base_model="tiny", language="de")

@@ -21,8 +21,8 @@ def _tiny_trainer(tmp_path, overrides: dict, n: int = 8, gqa: int | None = None)
     from datasets import Dataset
 
     from mothertongue import templates
-    from mothertongue.build import encode
     from mothertongue.config import Recipe, TinyModelConfig, TrainConfig
+    from mothertongue.encoding import encode
     from mothertongue.models import build_tiny_model, train_tiny_tokenizer
     from mothertongue.training.trainers import build_trainer
 

@@ -62,7 +62,7 @@ def sample_conversations(recipe: Recipe, n: int = 5) -> list[list[dict]]:
 
 
 def _trained_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
-    from mothertongue.build import IGNORE
+    from mothertongue.encoding import IGNORE
 
     runs, cur = [], []
     for i, lab in zip(ids, labels):
@@ -100,7 +100,7 @@ def mask_report(tokenizer, messages: list[dict], build, eot_id: int) -> MaskRepo
     prefix. Raises templates.TemplateRenderError when the template rejects the conversation and
     TemplateMismatch when neither way fits."""
     from mothertongue import templates
-    from mothertongue.build import (
+    from mothertongue.encoding import (
         PER_TURN,
         PER_TURN_TOKENS,
         BoundaryMismatch,

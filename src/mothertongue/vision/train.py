@@ -8,7 +8,7 @@ merged at the end, or every weight) on visual instructions, with `vision.text_mi
 examples text-only target-language conversations from the build stage, so the model does not
 drift back to English. The encoder stays frozen in both.
 
-Examples are rendered with the run's chat template and loss mask (`build.encode`: assistant turns
+Examples are rendered with the run's chat template and loss mask (`encoding.encode`: assistant turns
 and their end-of-turn token are trained), then each image token is widened to the encoder's
 `image_seq_length` positions (never trained); images are decoded and processed per batch.
 """
@@ -53,7 +53,7 @@ def encode_examples(records: list[dict], tokenizer, model_config, system: str | 
                     counts: dict) -> list[dict]:
     """Token ids and labels (image positions widened, never trained) per record; records longer
     than `max_length` are counted and left out."""
-    from mothertongue.build import encode
+    from mothertongue.encoding import encode
     from mothertongue.prompts import with_system
 
     token_id, width = model_config.image_token_id, model_config.image_seq_length
