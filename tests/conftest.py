@@ -105,3 +105,14 @@ def lora_run(quickstart_run, tmp_path_factory):
         f"run_dir={run_dir}", f"base_model={base}", "train.adapter=lora", "train.epochs=2",
         "train.learning_rate=0.01", "evaluate.enabled=false"])
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def built_words(tmp_path_factory) -> Path:
+    """A recipe dir whose run has ingest + build done (train not yet)."""
+    from helpers import run_recipe, write_words_recipe
+
+    root = tmp_path_factory.mktemp("words")
+    recipe = write_words_recipe(root)
+    run_recipe(recipe, [], stages=["ingest", "build"])
+    return root

@@ -4,6 +4,7 @@ fixtures and markers). Everything here builds locally; nothing is downloaded."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,61 @@ def start_server(engine, api_key: str | None = None):
         time.sleep(0.05)
     return server, thread, f"http://127.0.0.1:{port}"
 
+
+# ---------------------------------------------------------------- the words run (train tests)
+def write_words_recipe(root: Path, extra: str = "") -> Path:
+    """A recipe teaching the tiny model German words (WORDS), full fine-tuning by default."""
+    data = root / "words.txt"
+    data.write_text(
+        "\n".join(f"Was heißt {en} auf Deutsch?#Das heißt {de}." for en, de in WORDS.items()) + "\n",
+        encoding="utf-8",
+    )
+    recipe = root / "recipe.yaml"
+    recipe.write_text(
+        f"""name: words
+run_dir: {root / "run"}
+language: de
+base_model: tiny
+seed: 7
+tiny_model: {{hidden_size: 64, intermediate_size: 160, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 400}}
+ingest:
+  sources: [{{path: words.txt, format: text, options: {{lang: de}}}}]
+build: {{template: chatml, max_length: 64}}
+train:
+  adapter: full
+  learning_rate: 0.005
+  batch_size: 8
+  epochs: 1
+  logging_steps: 5
+  save_steps: 1000
+  warmup_ratio: 0.05
+{extra}""",
+        encoding="utf-8",
+    )
+    return recipe
+
+
+def copy_run(built: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the built run, so each test trains on its own."""
+    root = tmp_path / "r"
+    shutil.copytree(built, root)
+    recipe = root / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace(str(built), str(root)))
+    return root, recipe
+
+
+def fit_train(recipe, root: Path):
+    """Train stage body into run/train.partial: ((model, summary), the partial folder)."""
+    from mothertongue import train
+    from mothertongue.runs import RunDir
+
+    out = root / "run" / "train.partial"
+    out.mkdir(parents=True, exist_ok=True)
+    return train.fit(recipe, RunDir(root / "run"), out), out
+
+
+def cli_env() -> dict:
+    import os
+
+    # One thread per process: the two DDP ranks then use the two cores without oversubscribing.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}

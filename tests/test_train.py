@@ -1,8 +1,8 @@
-"""Train stage: SFT full/LoRA, preference methods, continued pretraining, on tiny models built here.
+"""Train stage: SFT full/LoRA, preference methods, continued pretraining, on tiny models built_words here.
 
     python -m pytest -q tests/test_train.py
 
-Each test trains a small Llama (built from a config, tokenizer trained on the spot) on a small
+Each test trains a small Llama (built_words from a config, tokenizer trained on the spot) on a small
 synthetic task and checks the outcome: loss falls, the right weights move, the saved artefacts
 load back to the same model, the task is learned.
 """
@@ -15,75 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from helpers import WORDS
+from helpers import WORDS, cli_env, copy_run, fit_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def write_recipe(root: Path, extra: str = "") -> Path:
-    data = root / "words.txt"
-    data.write_text(
-        "\n".join(f"Was heißt {en} auf Deutsch?#Das heißt {de}." for en, de in WORDS.items()) + "\n",
-        encoding="utf-8",
-    )
-    recipe = root / "recipe.yaml"
-    recipe.write_text(
-        f"""name: words
-run_dir: {root / "run"}
-language: de
-base_model: tiny
-seed: 7
-tiny_model: {{hidden_size: 64, intermediate_size: 160, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 400}}
-ingest:
-  sources: [{{path: words.txt, format: text, options: {{lang: de}}}}]
-build: {{template: chatml, max_length: 64}}
-train:
-  adapter: full
-  learning_rate: 0.005
-  batch_size: 8
-  epochs: 1
-  logging_steps: 5
-  save_steps: 1000
-  warmup_ratio: 0.05
-{extra}""",
-        encoding="utf-8",
-    )
-    return recipe
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """A recipe dir whose run has ingest + build done (train not yet)."""
-    from helpers import run_recipe
-
-    root = tmp_path_factory.mktemp("words")
-    recipe = write_recipe(root)
-    run_recipe(recipe, [], stages=["ingest", "build"])
-    return root
-
-
-def fresh(built: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """A copy of the built run, so each test trains on its own."""
-    root = tmp_path / "r"
-    shutil.copytree(built, root)
-    recipe = root / "recipe.yaml"
-    recipe.write_text(recipe.read_text().replace(str(built), str(root)))
-    return root, recipe
 
 
 def load(recipe: Path, overrides: list[str]):
     from mothertongue.config import load_recipe
 
     return load_recipe(recipe, overrides)
-
-
-def fit(recipe, root: Path):
-    from mothertongue import train
-    from mothertongue.runs import RunDir
-
-    out = root / "run" / "train.partial"
-    out.mkdir(parents=True, exist_ok=True)
-    return train.fit(recipe, RunDir(root / "run"), out), out
 
 
 def weights(path: Path) -> dict:
@@ -97,25 +37,25 @@ def weights(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def warm_base(built, tmp_path_factory) -> Path:
+def warm_base(built_words, tmp_path_factory) -> Path:
     """A briefly fully-trained model saved to a folder: a realistic LoRA starting point (LoRA
     cannot move a random model's tied LM head), loaded back through the local-path code."""
-    root, path = fresh(built, tmp_path_factory.mktemp("warm"))
-    (_, summary), out = fit(load(path, ["train.epochs=10"]), root)
+    root, path = copy_run(built_words, tmp_path_factory.mktemp("warm"))
+    (_, summary), out = fit_train(load(path, ["train.epochs=10"]), root)
     return out / "model"
 
 
 @pytest.mark.slow
-def test_lora_moves_only_adapter_and_reloads_same_logits(built, warm_base, tmp_path):
+def test_lora_moves_only_adapter_and_reloads_same_logits(built_words, warm_base, tmp_path):
     import torch
     import yaml
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    root, path = fresh(built, tmp_path)
+    root, path = copy_run(built_words, tmp_path)
     recipe = load(path, [f"base_model={warm_base}", "train.adapter=lora", "train.lora_r=8",
                          "train.use_rslora=true", "train.learning_rate=0.003", "train.epochs=8"])
-    (trainer, summary), out = fit(recipe, root)
+    (trainer, summary), out = fit_train(recipe, root)
     assert summary["final_loss"] < summary["first_loss"]
 
     base = weights(warm_base)
@@ -153,16 +93,16 @@ def test_lora_moves_only_adapter_and_reloads_same_logits(built, warm_base, tmp_p
 
 
 @pytest.mark.slow
-def test_full_sft_learns_the_task(built, tmp_path):
+def test_full_sft_learns_the_task(built_words, tmp_path):
     """Default batching and precision (padding-free, bf16 autocast where the CPU has it)."""
     import torch
 
     from mothertongue.generation import generate
     from mothertongue.models import load_model, stop_token_ids
 
-    root, path = fresh(built, tmp_path)
+    root, path = copy_run(built_words, tmp_path)
     recipe = load(path, ["train.epochs=100"])
-    (trainer, summary), out = fit(recipe, root)
+    (trainer, summary), out = fit_train(recipe, root)
     assert summary["final_loss"] < 0.2 * summary["first_loss"]
     base = weights(out / "base_model")
     tuned = weights(out / "model")
@@ -204,13 +144,13 @@ def _margins(model, tok, pairs) -> list[float]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["dpo", "orpo"])
-def test_preference_margin_grows(built, warm_base, tmp_path, method):
+def test_preference_margin_grows(built_words, warm_base, tmp_path, method):
     """DPO starts, as it is meant to, from a model that already answers (briefly SFT-trained);
     ORPO, which needs no SFT stage or reference model, from the untrained tiny model."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    root, path = fresh(built, tmp_path)
+    root, path = copy_run(built_words, tmp_path)
     items = list(WORDS.items())
     pairs = [
         {"id": str(i), "prompt": [{"role": "user", "content": f"Was heißt {en} auf Deutsch?"}],
@@ -224,7 +164,7 @@ def test_preference_margin_grows(built, warm_base, tmp_path, method):
     base = [f"base_model={warm_base}"] if method == "dpo" else ["train.learning_rate=0.005"]
     recipe = load(path, [f"train.method={method}", "train.learning_rate=0.001", "train.max_steps=15",
                          "train.beta=0.5", "train.logging_steps=3", "train.eval_steps=5", *base])
-    (trainer, summary), out = fit(recipe, root)
+    (trainer, summary), out = fit_train(recipe, root)
     dev_margins = [h["eval_rewards/margins"] for h in trainer.state.log_history if "eval_rewards/margins" in h]
     assert len(dev_margins) >= 3 and summary["eval_loss"] is not None  # the dev pairs were evaluated
     tok = AutoTokenizer.from_pretrained(out / "model")
@@ -235,16 +175,16 @@ def test_preference_margin_grows(built, warm_base, tmp_path, method):
     assert sum(a > b for a, b in zip(after, before)) >= 0.8 * len(pairs)
 
 
-def test_cpt_trains_embeddings_on_their_own_rate(built, tmp_path):
+def test_cpt_trains_embeddings_on_their_own_rate(built_words, tmp_path):
     import torch
 
-    root, path = fresh(built, tmp_path)
+    root, path = copy_run(built_words, tmp_path)
     text = [f"Die {de} ist hier. Ich sehe {de} und sage {de}." for de in WORDS.values()] * 3
     (root / "run" / "build" / "text.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in text))
     recipe = load(path, ["train.method=cpt", "train.adapter=lora", "train.train_embeddings=true",
                          "train.learning_rate=0.01", "train.embedding_learning_rate=0.001", "train.max_steps=10",
                          "train.logging_steps=1"])
-    (trainer, summary), out = fit(recipe, root)
+    (trainer, summary), out = fit_train(recipe, root)
     assert summary["final_loss"] < summary["first_loss"]
     rates = sorted({g["initial_lr"] for g in trainer.optimizer.param_groups})
     assert rates == [0.001, 0.01]
@@ -253,34 +193,27 @@ def test_cpt_trains_embeddings_on_their_own_rate(built, tmp_path):
     assert emb and emb[0].requires_grad and not torch.equal(emb[0].detach().cpu(), base)
 
 
-def test_qlora_without_cuda_is_a_clear_error(built, tmp_path):
+def test_qlora_without_cuda_is_a_clear_error(built_words, tmp_path):
     import torch
 
     from mothertongue.errors import StageError
 
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
-    root, path = fresh(built, tmp_path)
+    root, path = copy_run(built_words, tmp_path)
     with pytest.raises(StageError, match="qlora needs a CUDA GPU"):
-        fit(load(path, ["train.adapter=qlora"]), root)
+        fit_train(load(path, ["train.adapter=qlora"]), root)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("bits", [4, 8])
-def test_qlora_on_gpu(built, tmp_path, bits):
-    root, path = fresh(built, tmp_path)
+def test_qlora_on_gpu(built_words, tmp_path, bits):
+    root, path = copy_run(built_words, tmp_path)
     recipe = load(path, ["train.adapter=qlora", f"train.qlora_bits={bits}", "train.learning_rate=0.01",
                          "train.epochs=5"])
-    (trainer, summary), out = fit(recipe, root)
+    (trainer, summary), out = fit_train(recipe, root)
     assert summary["final_loss"] < summary["first_loss"]
     assert (out / "model" / "adapter_config.json").exists()
-
-
-def _cli_env() -> dict:
-    import os
-
-    # One thread per process: the two DDP ranks then use the two cores without oversubscribing.
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def _summary(root: Path) -> dict:
@@ -288,7 +221,7 @@ def _summary(root: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_kill_and_resume_matches_uninterrupted(built, tmp_path):
+def test_kill_and_resume_matches_uninterrupted(built_words, tmp_path):
     import signal
     import subprocess
     import sys
@@ -298,9 +231,9 @@ def test_kill_and_resume_matches_uninterrupted(built, tmp_path):
 
     # 120 steps; logging every 7 so that a resume (at a multiple of 20) falls between two log lines
     args = ["train.epochs=40", "train.save_steps=20", "train.logging_steps=7"]
-    root, path = fresh(built, tmp_path / "killed")
+    root, path = copy_run(built_words, tmp_path / "killed")
     cmd = [sys.executable, "-m", "mothertongue", "train", str(path), *args]
-    proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = root / "run" / "train.partial" / "checkpoints"
     deadline = time.time() + 240
     while not list(ckpts.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline:
@@ -310,12 +243,12 @@ def test_kill_and_resume_matches_uninterrupted(built, tmp_path):
     proc.wait()
     assert not (root / "run" / "train").exists(), "the run finished before it was killed"
 
-    rerun = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     resumed = _summary(root)
     assert resumed["resumed_from"] and resumed["resumed_from"].startswith("checkpoint-")
 
-    ref_root, ref_path = fresh(built, tmp_path / "straight")
+    ref_root, ref_path = copy_run(built_words, tmp_path / "straight")
     run_recipe(ref_path, args, stages=["train"])
     straight = _summary(ref_root)
     assert straight["resumed_from"] is None
@@ -334,7 +267,7 @@ def test_kill_and_resume_matches_uninterrupted(built, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_single_process(built, tmp_path):
+def test_two_process_ddp_matches_single_process(built_words, tmp_path):
     import subprocess
     import sys
 
@@ -342,14 +275,14 @@ def test_two_process_ddp_matches_single_process(built, tmp_path):
 
     # `accelerate launch` starts GPU ranks through torch.distributed.run; on CPU it would need
     # mpirun, so the same launcher is called directly here (gloo backend).
-    root, path = fresh(built, tmp_path / "ddp")
+    root, path = copy_run(built_words, tmp_path / "ddp")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
            "-m", "mothertongue", "train", str(path), "train.batch_size=4", "train.epochs=4"]
-    r = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     ddp = _summary(root)
 
-    one_root, one_path = fresh(built, tmp_path / "one")
+    one_root, one_path = copy_run(built_words, tmp_path / "one")
     run_recipe(one_path, ["train.batch_size=8", "train.epochs=4"], stages=["train"])
     single = _summary(one_root)
     assert ddp["world_size"] == 2 and single["world_size"] == 1 and ddp["distributed"] == "ddp"
@@ -357,137 +290,3 @@ def test_two_process_ddp_matches_single_process(built, tmp_path):
     assert ddp["final_loss"] < ddp["first_loss"]
     assert (root / "run" / "train" / "model" / "model.safetensors").exists()
     assert not (root / "run" / "train.partial").exists()
-
-
-def test_half_saved_base_model_is_saved_again(built, tmp_path):
-    """A kill after the base model's config but before its weights left `base_model/` broken for
-    good (only config.json was checked); now a folder without complete weights is redone."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from mothertongue.models import build_tiny_model
-
-    root, path = fresh(built, tmp_path)
-    recipe = load(path, ["train.max_steps=1"])
-    broken = root / "run" / "train.partial" / "base_model"
-    broken.mkdir(parents=True)
-    (broken / "config.json").write_text(json.dumps({"model_type": "llama"}))  # what the kill left
-    (_, summary), out = fit(recipe, root)
-    assert not (out / "base_model.tmp").exists()
-    saved = AutoModelForCausalLM.from_pretrained(out / "base_model", dtype=torch.float32, use_safetensors=True)
-    tok = AutoTokenizer.from_pretrained(root / "run" / "build" / "tokenizer")
-    want = build_tiny_model(recipe.tiny_model, tok, recipe.seed).state_dict()
-    got = saved.state_dict()
-    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
-
-
-def _save_small_model(folder: Path, safe: bool) -> Path:
-    """A small Llama saved as safetensors, or as a pickle checkpoint the way older tools wrote them."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=128)
-    model = LlamaForCausalLM(config)
-    if safe:
-        model.save_pretrained(folder)
-    else:  # transformers 5 writes safetensors only
-        config.save_pretrained(folder)
-        torch.save(model.state_dict(), folder / "pytorch_model.bin")
-    return folder
-
-
-@pytest.mark.parametrize("case", ["missing folder", "empty folder", "a file", "not a model folder",
-                                  "hub id while offline", "hub id without network", "pickle-only model",
-                                  "pickle-only adapter"])
-def test_unusable_base_model_is_a_one_line_error(built, tmp_path, monkeypatch, case):
-    from huggingface_hub import constants
-
-    from mothertongue.errors import StageError
-
-    root, path = fresh(built, tmp_path)
-    where = tmp_path / "base"
-    if case == "missing folder":
-        name, match = where, "base_model: no such folder"
-    elif case == "empty folder":
-        where.mkdir()
-        name, match = where, "is an empty folder"
-    elif case == "a file":
-        where.write_text("x")
-        name, match = where, "is a file"
-    elif case == "not a model folder":
-        where.mkdir()
-        (where / "notes.txt").write_text("x")
-        name, match = where, "has no config.json"
-    elif case == "hub id while offline":  # conftest sets HF_HUB_OFFLINE=1
-        name, match = "acme-nonexistent/tiny-model", "hub is offline"
-    elif case == "hub id without network":  # online mode, and a hub endpoint where nothing listens
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
-        name, match = "acme-nonexistent/tiny-model", "the hub cannot be reached"
-    elif case == "pickle-only model":
-        name, match = _save_small_model(where, safe=False), "pytorch_model.bin: the model has only pickle weights"
-    else:
-        from peft import LoraConfig, get_peft_model
-
-        base = _save_small_model(tmp_path / "adapter_base", safe=True)
-        from transformers import AutoModelForCausalLM
-
-        peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=2, task_type="CAUSAL_LM"))
-        peft_model.save_pretrained(where, safe_serialization=False)
-        name, match = where, "adapter_model.bin: the adapter has only pickle weights"
-    with pytest.raises(StageError, match=match) as e:
-        fit(load(path, [f"base_model={name}", "train.max_steps=1"]), root)
-    assert not list((root / "run" / "train.partial").glob("checkpoints/*"))
-    assert "\n" not in str(e.value)
-    if "pickle" in case:
-        assert "train.allow_pickle: true" in str(e.value)
-
-
-def test_pickle_base_model_loads_when_allowed(built, tmp_path):
-    from mothertongue.errors import StageError
-    from mothertongue.models import load_base_model
-
-    root, path = fresh(built, tmp_path)
-    folder = _save_small_model(tmp_path / "pickled", safe=False)
-    tok = __import__("transformers").AutoTokenizer.from_pretrained(root / "run" / "build" / "tokenizer")
-    with pytest.raises(StageError, match="pickle"):
-        load_base_model(load(path, [f"base_model={folder}"]), tok)
-    model = load_base_model(load(path, [f"base_model={folder}", "train.allow_pickle=true"]), tok)
-    assert model.config.hidden_size == 32
-
-
-def test_pickle_adapter_in_a_run_is_refused_unless_allowed(built, tmp_path):
-    """PEFT loads `adapter_model.bin` through pickle when no safetensors file is there: loading a
-    run's tuned model refuses that in one line unless asked to allow it."""
-    import torch
-    from safetensors.torch import load_file
-
-    from mothertongue.errors import StageError
-    from mothertongue.models import load_model
-
-    root, path = fresh(built, tmp_path)
-    (_, summary), out = fit(load(path, ["train.adapter=lora", "train.max_steps=1"]), root)
-    shutil.move(str(out), str(root / "run" / "train"))
-    (root / "run" / "train" / "manifest.json").write_text("{}")
-    adapter = root / "run" / "train" / "model"
-    torch.save(load_file(adapter / "adapter_model.safetensors"), adapter / "adapter_model.bin")
-    (adapter / "adapter_model.safetensors").unlink()
-    with pytest.raises(StageError, match="adapter_model.bin: the adapter has only pickle weights"):
-        load_model(root / "run")
-    model, _, _, _ = load_model(root / "run", allow_pickle=True)
-    assert any("lora_A" in n for n, _ in model.named_parameters())
-
-
-def test_build_with_a_missing_base_model_is_one_line(tmp_path):
-    """build loads the base model's tokenizer before train loads its weights: the same one line."""
-    import subprocess
-    import sys
-
-    recipe = write_recipe(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "mothertongue", "run", str(recipe), f"base_model={tmp_path / 'nope'}"],
-                       env=_cli_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert "base_model: no such folder" in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
