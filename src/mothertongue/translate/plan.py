@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from mothertongue.config import Recipe
 from mothertongue.conversation import (
+    SPLITS,
     Conversation,
     DataError,
     Document,
@@ -38,7 +39,6 @@ from mothertongue.runs import RunDir, StageError
 from mothertongue.text.langid import LangId
 from mothertongue.text.segment import Doc, approx_tokens, has_letters, segment
 
-SPLITS = ("train", "dev", "test")
 UNDETERMINED = "und"
 
 
