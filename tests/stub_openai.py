@@ -19,9 +19,10 @@ class Stub(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, fail_first: int = 0, hang: bool = False, delay: float = 0.0):
+    def __init__(self, fail_first: int = 0, hang: bool = False, delay: float = 0.0, answer=None):
         super().__init__(("127.0.0.1", 0), Handler)
         self.fail_first, self.hang, self.delay = fail_first, hang, delay
+        self.answer = answer  # prompt -> reply, instead of `[de] <text>` (e.g. a judge)
         self.requests = self.in_flight = self.max_in_flight = 0
         self.auth: set[str] = set()
         self.texts: list[str] = []  # the text of every request that was answered
@@ -60,12 +61,12 @@ class Handler(BaseHTTPRequestHandler):
             if n <= s.fail_first:
                 self.reply(500, {"error": {"message": "overloaded"}})
                 return
-            text = body["messages"][-1]["content"].rsplit("\n\n", 1)[-1]
+            prompt = body["messages"][-1]["content"]
+            text = prompt.rsplit("\n\n", 1)[-1]
             with s.lock:
                 s.texts.append(text)
-            self.reply(
-                200, {"choices": [{"message": {"role": "assistant", "content": f"[de] {text}"}}]}
-            )
+            content = s.answer(prompt) if s.answer else f"[de] {text}"
+            self.reply(200, {"choices": [{"message": {"role": "assistant", "content": content}}]})
         finally:
             with s.lock:
                 s.in_flight -= 1

@@ -64,6 +64,21 @@ class RoundTripConfig(Strict):
     min_chrf: float = Field(25.0, ge=0, le=100, description="Segments scoring under this are flagged like gate failures.")
 
 
+class QualityEstimationConfig(Strict):
+    """Score every translated segment with an LLM judge, reference-free (translate/qe.py)."""
+
+    enabled: bool = Field(False, description="Ask a judge model for a 0-100 quality score of every translated segment.")
+    url: str = Field("http://127.0.0.1:8000/v1", description="Base URL of the judge's OpenAI-compatible API (vLLM, TGI, `mothertongue serve`, a hosted API).")
+    model: str = Field("judge", description="The model name the judge server knows.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the judge's API key (sent as a Bearer token).")
+    prompt: str | None = Field(None, description="User message with {src_name}, {tgt_name}, {source}, {translation}; default: a GEMBA-DA style request for a 0-100 score.")
+    min_score: float = Field(50.0, ge=0, le=100, description="Segments the judge scores under this are flagged like gate failures.")
+    concurrency: int = Field(8, gt=0, description="Requests in flight at once.")
+    requests_per_second: float | None = Field(None, gt=0, description="Rate limit over all requests (none: unlimited).")
+    timeout: float = Field(60.0, gt=0, description="Seconds to wait for the judge.")
+    retries: int = Field(4, ge=0, description="Retries of a request that failed with a connection error, timeout, 429 or 5xx.")
+
+
 class TranslateConfig(Strict):
     enabled: bool = Field(False, description="Translate the ingested data into `language`.")
     engine: str = Field("ctranslate2", description="Translation backend (`mothertongue ls engines`).")
@@ -94,6 +109,9 @@ class TranslateConfig(Strict):
     keep_flagged: bool = Field(False, description="Keep conversations whose translation failed the gate in the train data.")
     progress: bool = Field(True, description="Show a progress bar (segments/s, ETA).")
     round_trip: RoundTripConfig = Field(default_factory=RoundTripConfig, description="Optional round-trip score per segment.")
+    quality_estimation: QualityEstimationConfig = Field(
+        default_factory=QualityEstimationConfig, description="Optional LLM-judge quality score per segment."
+    )
     allow_pickle: bool = Field(
         False, description="Load MT checkpoints that have only pickle weights (.bin); they can run code. Default: safetensors only."
     )

@@ -13,6 +13,7 @@ status "edited".
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -56,11 +57,26 @@ class LegMemory:
         """Store (source, target, status) rows in one transaction."""
         self.memory.put_many(*self.key, rows)
 
-    def set_scores(self, scores: dict[str, str]) -> None:
-        """Store per-segment scores (source -> JSON text) in one transaction."""
+    def scores(self, sources: Iterable[str]) -> dict[str, dict]:
+        """source -> its scores (empty when none) for the sources in the memory."""
+        out: dict[str, dict] = {}
+        sources = list(sources)
+        q = f"SELECT source, scores FROM tm WHERE {' AND '.join(f'{k}=?' for k in KEY[:-1])} AND source IN ({{}})"
+        for i in range(0, len(sources), 500):
+            chunk = sources[i : i + 500]
+            rows = self.memory.db.execute(q.format(",".join("?" * len(chunk))), (*self.key, *chunk))
+            out.update({src: json.loads(js) if js else {} for src, js in rows})
+        return out
+
+    def set_scores(self, scores: dict[str, dict]) -> None:
+        """Add per-segment scores (source -> {name: value}) to those stored, in one transaction:
+        each check (round trip, quality estimation) keeps its own names."""
+        have = self.scores(scores)
         with self.memory.db:
-            self.memory.db.executemany(f"UPDATE tm SET scores=? WHERE {MATCH_KEY}",
-                                       [(js, *self.key, source) for source, js in scores.items()])
+            self.memory.db.executemany(
+                f"UPDATE tm SET scores=? WHERE {MATCH_KEY}",
+                [(json.dumps({**have.get(src, {}), **new}, ensure_ascii=False, sort_keys=True), *self.key, src)
+                 for src, new in scores.items()])
 
     def set_status(self, sources: Iterable[str], status: str) -> None:
         """Set the status of some segments (e.g. flagged by a later check) in one transaction."""

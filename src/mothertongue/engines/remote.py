@@ -108,12 +108,14 @@ class RemoteEngine(Engine):
     name = "remote"
     Options = RemoteOptions
     local_model = False
+    label = "translate (remote engine"  # errors read "<label>, <url>): ..."
+    section = "translate.options"  # the recipe section of these options, named in errors
 
     def _load(self) -> None:
         o = self.opts
         if not o.url.startswith(("http://", "https://")):
             raise RecipeError(
-                f"translate.options.url must start with http:// or https://, got {o.url!r}"
+                f"{self.section}.url must start with http:// or https://, got {o.url!r}"
             )
         self.endpoint = o.url.rstrip("/") + "/chat/completions"
         self.headers = {"Content-Type": "application/json"}
@@ -121,7 +123,7 @@ class RemoteEngine(Engine):
             key = os.environ.get(o.api_key_env)
             if not key:
                 raise RecipeError(
-                    f"translate.options.api_key_env: environment variable {o.api_key_env} is not set"
+                    f"{self.section}.api_key_env: environment variable {o.api_key_env} is not set"
                 )
             self.headers["Authorization"] = f"Bearer {key}"
         self.limit = RateLimit(o.requests_per_second)
@@ -148,15 +150,20 @@ class RemoteEngine(Engine):
         prompt = o.prompt.format(
             src=src, tgt=tgt, text=text, src_name=english_name(src), tgt_name=english_name(tgt)
         )
+        return self.chat_body(prompt)
+
+    def chat_body(self, prompt: str) -> dict:
+        """The chat-completions request for one user message, with the system message and decoding."""
+        o = self.opts
         messages = ([{"role": "system", "content": o.system}] if o.system else []) + [
             {"role": "user", "content": prompt}
         ]
         return {**o.extra_body, "model": self.model, "messages": messages, "temperature": o.temperature,
                 "max_tokens": o.max_tokens}  # fmt: skip
 
-    def _ask(self, text: str, src: str, tgt: str) -> str:
+    def _ask(self, request: dict) -> str:
         o = self.opts
-        body = json.dumps(self.request_body(text, src, tgt), ensure_ascii=False).encode()
+        body = json.dumps(request, ensure_ascii=False).encode()
         delay, why = o.backoff, ""
         for attempt in range(o.retries + 1):
             if self.stop.is_set():  # another segment of the batch failed for good: stop asking
@@ -182,21 +189,28 @@ class RemoteEngine(Engine):
                     else f"connection failed ({reason})"
                 )
             else:
-                return _content(payload, self.endpoint)
+                return _content(payload, f"{self.label}, {self.endpoint})")
             if attempt < o.retries:
                 time.sleep(wait)
                 delay *= 2
         raise StageError(
-            f"translate (remote engine, {self.endpoint}): {why} after {attempt + 1} attempt(s); "
-            "nothing of this batch was stored, rerun to continue (see translate.options timeout/retries)"
+            f"{self.label}, {self.endpoint}): {why} after {attempt + 1} attempt(s); "
+            f"nothing of this batch was stored, rerun to continue (see {self.section} timeout/retries)"
         )
 
     def translate(self, texts: list[str], src: str, tgt: str, beam_size: int = 1) -> list[str]:
         """Translations in order (beam_size is the server's business; requests are greedy)."""
+        return self._ask_all([self.request_body(t, src, tgt) for t in texts])
+
+    def complete(self, prompts: list[str]) -> list[str]:
+        """The server's answers to user messages, in order (a judge's use of the same client)."""
+        return self._ask_all([self.chat_body(p) for p in prompts])
+
+    def _ask_all(self, requests: list[dict]) -> list[str]:
         self.stop.clear()
-        pool = ThreadPoolExecutor(min(self.opts.concurrency, max(1, len(texts))))
+        pool = ThreadPoolExecutor(min(self.opts.concurrency, max(1, len(requests))))
         try:
-            futures = [pool.submit(self._ask, t, src, tgt) for t in texts]
+            futures = [pool.submit(self._ask, r) for r in requests]
             return [f.result() for f in futures]
         except BaseException:
             self.stop.set()
@@ -205,14 +219,14 @@ class RemoteEngine(Engine):
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _content(payload: bytes, endpoint: str) -> str:
+def _content(payload: bytes, where: str) -> str:
     try:
         content = json.loads(payload)["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
         content = None
     if not isinstance(content, str):
         raise StageError(
-            f"translate (remote engine, {endpoint}): the answer is not an OpenAI chat completion: {payload[:120]!r}"
+            f"{where}: the answer is not an OpenAI chat completion: {payload[:120]!r}"
         )
     return content.strip()
 

@@ -17,7 +17,6 @@ low by default. Pivoted routes (two legs) are not scored.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mothertongue.engines import load_engine
@@ -75,7 +74,7 @@ def score(plan: Plan, memory: Memory) -> dict:
         per_segment, flag, unflag = {}, [], []
         for source, (target, status) in forward.items():
             value = round(chrf.sentence_score(have[target], [source]).score, 1)
-            per_segment[source] = json.dumps({"round_trip_chrf": value})
+            per_segment[source] = {"round_trip_chrf": value}
             counts["chrf_sum"] += value
             if value < t.round_trip.min_chrf and status in ("ok", "retried"):
                 flag.append(source)

@@ -17,7 +17,7 @@ from pathlib import Path
 from mothertongue.config import Recipe
 from mothertongue.engines.memory import Memory
 from mothertongue.runs import RunDir, StageError, atomic_write_json
-from mothertongue.translate import roundtrip
+from mothertongue.translate import qe, roundtrip
 from mothertongue.translate.assemble import assemble
 from mothertongue.translate.plan import Plan, make_plan, read_chunks
 from mothertongue.translate.work import execute, make_executor
@@ -50,6 +50,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     routes: dict[str, list[str]] = {}
     merged: list[str] = []
     round_trip: dict = {}
+    judged: dict = {}
     try:
         for k, data in enumerate(read_chunks(rundir, recipe.translate.chunk_records)):
             plan = make_plan(recipe, rundir, data=data, engines=engines)
@@ -62,6 +63,8 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
             stats.update(execute(plan, memory, executor=executor))
             if recipe.translate.round_trip.enabled:  # before assembly: it may flag segments
                 round_trip = add_reports(round_trip, roundtrip.score(plan, memory))
+            if recipe.translate.quality_estimation.enabled:
+                judged = add_reports(judged, qe.score(plan, memory))
             report = add_reports(report, assemble(plan, memory, out, append=k > 0))
             routes.update(routes_summary(plan))
             report["chunks"] = k + 1
@@ -74,6 +77,8 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     stats = dict(stats)
     if round_trip:
         stats["round_trip"] = roundtrip.summary(round_trip, recipe.translate.round_trip.min_chrf)
+    if judged:
+        stats["quality_estimation"] = qe.summary(judged, recipe.translate.quality_estimation.min_score)
     report.update(
         engine=recipe.translate.engine, routes=routes, segments=stats, merged_shards=merged,
         seconds=round(secs, 2), segments_per_second=round(stats.get("translated", 0) / secs, 2) if secs else None,
