@@ -149,9 +149,14 @@ def test_saved_model_reloads_with_from_pretrained_and_card(vision_run):
     loss = json.loads((run / "vision" / "loss.json").read_text(encoding="utf-8"))
     assert loss["stage1"] and loss["stage2"] and (run / "vision" / "loss.png").exists()
     assert not (run / "vision" / "stage2" / "checkpoints").exists()
+    summary = json.loads((run / "vision" / "manifest.json").read_text(encoding="utf-8"))["summary"]
+    assert summary["stage1"]["cached_features"] and summary["stage2"]["cached_features"]
+    assert not (run / "vision" / "features").exists()  # the cache lives only while the stage runs
 
 
 def test_stage1_trains_only_the_projector(vision_run, tmp_path):
+    """Stage 1 from the feature cache (the default) and re-encoding every batch train the same
+    projector; the cached run encodes each image once; all other weights stay bit-equal."""
     import torch
     from transformers import LlavaForConditionalGeneration
 
@@ -162,25 +167,38 @@ def test_stage1_trains_only_the_projector(vision_run, tmp_path):
     from mothertongue.vision.train import encode_examples, fit_stage, freeze_for_stage1
 
     recipe_path, run = vision_run
-    recipe = load_recipe(recipe_path, [*TINY, "vision.stage1.max_steps=3"])
-    model, processor, _ = compose(recipe, RunDir(run))
-    # composed: the saved folder reloads with the same logits (tied weights, image token, projector)
-    save(model, processor, tmp_path / "composed")
-    back = LlavaForConditionalGeneration.from_pretrained(tmp_path / "composed").eval()
-    ids = torch.tensor([[1, 2, 3, model.config.image_token_id] + [model.config.image_token_id] * 15 + [5]])
-    pixels = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(model(input_ids=ids, pixel_values=pixels).logits, back(input_ids=ids, pixel_values=pixels).logits)
-
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    recipe = load_recipe(recipe_path, [*TINY, "vision.stage1.max_steps=6"])
     records, _ = read_sources(recipe, recipe.vision.captions)
-    examples = encode_examples(records[:48], processor.tokenizer, model.config, None, 512, {})
-    freeze_for_stage1(model)
-    fit_stage(recipe, recipe.vision.stage1, model, processor, examples, tmp_path / "stage1")
-    after = model.state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed and all(".multi_modal_projector." in k for k in changed), changed
-    assert {k for k in before if ".multi_modal_projector." in k} == changed
+    runs = {}
+    for cached in (False, True):
+        model, processor, _ = compose(recipe, RunDir(run))
+        if not cached:  # composed: the saved folder reloads with the same logits (tied weights, image token, projector)
+            save(model, processor, tmp_path / "composed")
+            back = LlavaForConditionalGeneration.from_pretrained(tmp_path / "composed").eval()
+            ids = torch.tensor([[1, 2, 3] + [model.config.image_token_id] * 16 + [5]])
+            pixels = torch.randn(1, 3, 32, 32)
+            with torch.no_grad():
+                assert torch.equal(model(input_ids=ids, pixel_values=pixels).logits,
+                                   back(input_ids=ids, pixel_values=pixels).logits)
+        encoded = []
+        model.model.vision_tower.register_forward_hook(lambda m, args, out, seen=encoded: seen.append(args[0].shape[0]))
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        examples = encode_examples(records[:48], processor.tokenizer, model.config, None, 512, {})
+        freeze_for_stage1(model)
+        stage = recipe.vision.stage1.model_copy(update={"cache_features": cached})
+        _, history, summary = fit_stage(recipe, stage, model, processor, examples, tmp_path / f"stage1_{cached}")
+        after = model.state_dict()
+        changed = {k for k in before if not torch.equal(before[k], after[k])}
+        assert changed and all(".multi_modal_projector." in k for k in changed), changed
+        assert {k for k in before if ".multi_modal_projector." in k} == changed
+        assert summary["cached_features"] is cached
+        runs[cached] = after, [h["loss"] for h in history if "loss" in h], sum(encoded)
+
+    (fresh, fresh_losses, fresh_encoded), (from_cache, cache_losses, cache_encoded) = runs[False], runs[True]
+    assert (fresh_encoded, cache_encoded) == (6 * 16, len({r["images"][0] for r in records[:48]}))
+    assert cache_losses == pytest.approx(fresh_losses, rel=1e-5)
+    for k in fresh:
+        torch.testing.assert_close(from_cache[k], fresh[k], rtol=1e-5, atol=1e-6)
 
 
 def test_chat_image_flag_and_bad_images(vision_run, shapes, tmp_path):

@@ -130,6 +130,9 @@ class VisionTrainConfig(Strict):
     batch_size: int = Field(16, gt=0, description="Examples per device per step.")
     grad_accum: int = Field(1, gt=0, description="Gradient accumulation steps.")
     save_steps: int = Field(200, gt=0, description="Checkpoint every N steps (resume point).")
+    cache_features: bool = Field(
+        True, description="Run the frozen encoder once per image and train from its stored features (a file of "
+        "images x tokens x hidden, 2-4 bytes each, kept while the stage runs); false: encode every batch again.")
 
 
 def _stage2_defaults() -> VisionTrainConfig:

@@ -9,8 +9,9 @@ Reads the image data (`vision.captions`, `vision.instructions`; skips counted in
 `vision/data_report.json`), `train/` (the tuned model, LoRA merged) and `build/train.jsonl` (the
 text-only mix). Writes `vision/model/` (a LlavaForConditionalGeneration with its processor, chat
 template, generation config and model card; loads with `from_pretrained`), `vision/stage1/`
-(the trained projector weights), `vision/loss.json` and `vision/loss.png`. A kill in either stage
-resumes from its last checkpoint; a finished stage 1 is not redone.
+(the trained projector weights), `vision/loss.json` and `vision/loss.png`. The frozen encoder runs
+once per image (`vision.partial/features/`, see features.py; removed when the stage is done). A
+kill in either stage resumes from its last checkpoint; a finished stage 1 is not redone.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _projector_state(model) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in model.model.multi_modal_projector.state_dict().items()}
 
 
-def _stage1(recipe: Recipe, model, processor, examples: list[dict], out: Path) -> tuple[list[dict], dict]:
+def _stage1(recipe: Recipe, model, processor, examples: list[dict], out: Path, cache: Path) -> tuple[list[dict], dict]:
     from safetensors.torch import load_file, save_file
 
     from mothertongue.vision.train import fit_stage, freeze_for_stage1
@@ -41,7 +42,7 @@ def _stage1(recipe: Recipe, model, processor, examples: list[dict], out: Path) -
         saved = json.loads((out / "summary.json").read_text(encoding="utf-8"))
         return saved["history"], saved["summary"]
     freeze_for_stage1(model)
-    _, history, summary = fit_stage(recipe, recipe.vision.stage1, model, processor, examples, out)
+    _, history, summary = fit_stage(recipe, recipe.vision.stage1, model, processor, examples, out, cache)
     save_file(_projector_state(model), str(out / (PROJECTOR_FILE + ".tmp")))
     atomic_write_json(out / "summary.json", {"summary": summary, "history": history})
     (out / (PROJECTOR_FILE + ".tmp")).replace(done)  # last: marks stage 1 finished
@@ -49,14 +50,14 @@ def _stage1(recipe: Recipe, model, processor, examples: list[dict], out: Path) -
     return history, summary
 
 
-def _stage2(recipe: Recipe, model, processor, examples: list[dict], out: Path):
+def _stage2(recipe: Recipe, model, processor, examples: list[dict], out: Path, cache: Path):
     from mothertongue.vision.train import fit_stage, lora_model, unfreeze_for_stage2
 
     if recipe.vision.adapter == "lora":
         model = lora_model(model, recipe)
     else:
         unfreeze_for_stage2(model)
-    trainer, history, summary = fit_stage(recipe, recipe.vision.stage2, model, processor, examples, out)
+    trainer, history, summary = fit_stage(recipe, recipe.vision.stage2, model, processor, examples, out, cache)
     model = trainer.model
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
@@ -101,8 +102,8 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
 
     (out / "stage1").mkdir(exist_ok=True)
     (out / "stage2").mkdir(exist_ok=True)
-    hist1, s1 = _stage1(recipe, model, processor, ex1, out / "stage1")
-    model, hist2, s2 = _stage2(recipe, model, processor, ex2 + mix, out / "stage2")
+    hist1, s1 = _stage1(recipe, model, processor, ex1, out / "stage1", out / "features")
+    model, hist2, s2 = _stage2(recipe, model, processor, ex2 + mix, out / "stage2", out / "features")
 
     model_dir = out / "model"
     save(model, processor, model_dir, info)
@@ -120,6 +121,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     plot_loss([h for h in hist1 if "loss" in h] + [{**h, "step": h["step"] + offset} for h in hist2 if "loss" in h],
               out / "loss.png")
     shutil.rmtree(out / "stage2" / "checkpoints", ignore_errors=True)
+    shutil.rmtree(out / "features", ignore_errors=True)
     print(f"[vision] stage 1: {s1['steps']} steps, loss {s1['first_loss']} -> {s1['final_loss']}; "
           f"stage 2: {s2['steps']} steps, loss {s2['first_loss']} -> {s2['final_loss']}")
     return summary

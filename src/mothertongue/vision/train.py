@@ -10,7 +10,9 @@ drift back to English. The encoder stays frozen in both.
 
 Examples are rendered with the run's chat template and loss mask (`encoding.encode`: assistant turns
 and their end-of-turn token are trained), then each image token is widened to the encoder's
-`image_seq_length` positions (never trained); images are decoded and processed per batch.
+`image_seq_length` positions (never trained). The encoder being frozen, its features are computed
+once per image and read from a file each step (`vision.stageN.cache_features`, features.py);
+without the cache, images are decoded, processed and encoded per batch.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ class VisionTrainer(ResumableLogging, EmbeddingLearningRate, Trainer):
 
     embedding_modules = ("multi_modal_projector",)
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """A batch from the feature cache carries the encoder's selected features instead of pixels:
+        the projector runs on them here and Llava places its output at the image tokens, as it
+        does with the encoder's own (`mm_encoder_outputs`)."""
+        feats = inputs.pop("image_features", None)
+        if feats is not None:
+            inputs["mm_encoder_outputs"] = {"image": project(model, feats, self.accelerator.autocast())}
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         """Full-model checkpoints through `from_pretrained`. save_pretrained writes Llava's
         weights under their published names (language_model.model.*, vision_tower.*), and the
@@ -47,6 +58,16 @@ class VisionTrainer(ResumableLogging, EmbeddingLearningRate, Trainer):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         saved = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
         model.load_state_dict(saved.state_dict(), strict=True)
+
+
+def project(model, feats, autocast):
+    """Llava's image output for cached features: its (trained) projector applied to them."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    llava = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps it
+    with autocast:
+        out = llava.model.multi_modal_projector(feats)
+    return BaseModelOutputWithPooling(pooler_output=list(out))
 
 
 def encode_examples(records: list[dict], tokenizer, model_config, system: str | None, max_length: int,
@@ -90,10 +111,11 @@ def text_mix_rows(build_dir: Path, n_image: int, share: float, seed: int) -> lis
 
 
 class Collator:
-    """Pads a batch (right, pad id / -100) and turns its images into `pixel_values`."""
+    """Pads a batch (right, pad id / -100) and turns its images into `pixel_values`, or with a
+    feature cache into the encoder's cached `image_features`."""
 
-    def __init__(self, processor, recipe: Recipe):
-        self.processor, self.recipe = processor, recipe
+    def __init__(self, processor, recipe: Recipe, cache=None):
+        self.processor, self.recipe, self.cache = processor, recipe, cache
         self.pad = processor.tokenizer.pad_token_id
 
     def __call__(self, batch: list[dict]) -> dict:
@@ -105,15 +127,18 @@ class Collator:
         ids = torch.full((len(batch), width), self.pad, dtype=torch.long)
         labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
-        images = []
+        refs = []
         for i, b in enumerate(batch):
             n = len(b["input_ids"])
             ids[i, :n] = torch.tensor(b["input_ids"])
             labels[i, :n] = torch.tensor(b["labels"])
             mask[i, :n] = 1
-            images += [load_image(ref, self.recipe) for ref in b["images"]]
+            refs += b["images"]
         out = {"input_ids": ids, "labels": labels, "attention_mask": mask}
-        if images:
+        if refs and self.cache is not None:
+            out["image_features"] = self.cache.features(refs)
+        elif refs:
+            images = [load_image(ref, self.recipe) for ref in refs]
             out["pixel_values"] = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
         return out
 
@@ -174,8 +199,11 @@ def unfreeze_for_stage2(model) -> None:
         p.requires_grad_(name not in fixed)
 
 
-def fit_stage(recipe: Recipe, stage: VisionTrainConfig, model, processor, examples: list[dict], out: Path):
-    """Train `model` on `examples`, resuming from the newest complete checkpoint in out/checkpoints."""
+def fit_stage(recipe: Recipe, stage: VisionTrainConfig, model, processor, examples: list[dict], out: Path,
+              cache_dir: Path | None = None):
+    """Train `model` on `examples`, resuming from the newest complete checkpoint in out/checkpoints;
+    with `stage.cache_features`, from the encoder's features computed once into `cache_dir`
+    (default out/features)."""
     from datasets import Dataset
 
     from mothertongue.train import last_complete_checkpoint
@@ -187,6 +215,13 @@ def fit_stage(recipe: Recipe, stage: VisionTrainConfig, model, processor, exampl
     data = Dataset.from_list(examples)
     trainer = VisionTrainer(model=model, args=args, train_dataset=data, data_collator=Collator(processor, recipe))
     trainer.embedding_lr = stage.projector_learning_rate
+    refs = [ref for e in examples for ref in e["images"]]
+    if stage.cache_features and refs:
+        from mothertongue.vision.features import build_cache
+
+        # after the Trainer placed the model: the encoder runs on the training device
+        trainer.data_collator.cache = build_cache(model, processor, recipe, refs, cache_dir or out / "features",
+                                                  args.device, trainer.accelerator.autocast, stage.batch_size)
     last = last_complete_checkpoint(out / "checkpoints", trainer.accelerator.is_main_process)
     if last:
         print(f"[vision] resuming {out.name} from {last}")
@@ -200,5 +235,6 @@ def fit_stage(recipe: Recipe, stage: VisionTrainConfig, model, processor, exampl
         "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
         "learning_rate": stage.learning_rate, "projector_learning_rate": stage.projector_learning_rate or stage.learning_rate,
         "resumed_from": Path(last).name if last else None,
+        "cached_features": trainer.data_collator.cache is not None,
     }
     return trainer, history, summary
