@@ -32,11 +32,17 @@ INDEX = "features.json"
 DATA = "features.bin"
 
 
+def unwrap(model):
+    """The LlavaForConditionalGeneration inside a PEFT model (stage 2 with LoRA), or the model."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def select_features(model, pixel_values):
     """What Llava's `get_image_features` gives its projector: the chosen hidden layer (or layers,
     concatenated), the CLS token dropped for the `default` strategy."""
     import torch
 
+    model = unwrap(model)
     cfg = model.config
     out = model.model.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
     layers = (
@@ -80,9 +86,10 @@ class FeatureCache:
 
 def cache_key(model, processor, recipe: Recipe, dtype: str) -> dict:
     """Everything the cached features depend on besides the image: a changed one means recompute."""
-    cfg = model.config
     import torch
 
+    model = unwrap(model)
+    cfg = model.config
     weights = hashlib.sha256()
     for name, p in sorted(model.model.vision_tower.state_dict().items()):
         weights.update(
@@ -128,7 +135,7 @@ def build_cache(
     refs = list(dict.fromkeys(refs))
     if not refs:
         raise ValueError("build_cache: no images")
-    tower = model.model.vision_tower
+    tower = unwrap(model).model.vision_tower
     device = device or next(tower.parameters()).device
     autocast = autocast or nullcontext
     was_training = tower.training

@@ -64,9 +64,10 @@ def project(model, feats, autocast):
     """Llava's image output for cached features: its (trained) projector applied to them."""
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    llava = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps it
-    with autocast:
-        out = llava.model.multi_modal_projector(feats)
+    from mothertongue.vision.features import unwrap
+
+    with autocast:  # through PEFT's wrapper of the projector (modules_to_save) when there is one
+        out = unwrap(model).model.multi_modal_projector(feats)
     return BaseModelOutputWithPooling(pooler_output=list(out))
 
 
