@@ -51,6 +51,32 @@ def test_build_writes_them_in_the_conversation_split(tmp_path):
     assert off == ({"train": 0, "dev": 0, "test": 0}, {})
 
 
+def test_base_reply_pairs_pair_only_wrong_language_replies_and_count_every_conversation():
+    from mothertongue.fidelity_pairs import base_reply_pairs
+
+    convs = [Conversation(str(i), [Message("user", f"Frage {i}"), Message("assistant", f"Antwort {i}")], "de")
+             for i in range(5)]
+    convs.append(Conversation("fr", [Message("user", "Question"), Message("assistant", "Réponse")], "fr"))
+    convs.append(Conversation("solo", [Message("assistant", "Hallo")], "de"))
+    replies = {"Frage 0": "english", "Frage 1": "deutsch", "Frage 2": "?", "Frage 3": "english"}
+    asked = []
+
+    def answer(prompts):
+        asked.extend(p[-1].content for p in prompts)
+        return [replies[p[-1].content] for p in prompts]
+
+    detect = {"english": "en", "deutsch": "de", "?": None}.get
+    pairs, counts = base_reply_pairs(convs, "de", answer, detect, max_prompts=4)
+    assert asked == ["Frage 0", "Frage 1", "Frage 2", "Frage 3"]  # one call, at most max_prompts
+    assert [(p.id, p.chosen, p.rejected) for p in pairs] == [("0#fidelity-base", "Antwort 0", "english"),
+                                                             ("3#fidelity-base", "Antwort 3", "english")]
+    assert pairs[0].meta == {"kind": "fidelity", "rejected_from": "base_model", "rejected_lang": "en"}
+    assert counts == {"made (base model's reply)": 2, "base reply already in the target language": 1,
+                      "base reply: language undetermined": 1, "not asked (build.fidelity_max_prompts)": 1,
+                      "conversation not in the target language": 1, "no user turn before the last answer": 1}
+    assert sum(counts.values()) == len(convs)
+
+
 ANIMALS = ["Hund", "Katze", "Pferd", "Vogel", "Fisch", "Maus", "Kuh", "Ziege", "Ente", "Schaf", "Hase", "Igel",
            "Fuchs", "Wolf", "Bär", "Esel"]
 EN = {"Hund": "dog", "Katze": "cat", "Pferd": "horse", "Vogel": "bird", "Fisch": "fish", "Maus": "mouse", "Kuh": "cow",
@@ -69,74 +95,101 @@ def _answer_en(a: str) -> str:
     return "This animal is friendly and really likes to live outside in the green garden."
 
 
+TINY = ["tiny_model.hidden_size=64", "tiny_model.intermediate_size=128", "tiny_model.num_hidden_layers=2",
+        "tiny_model.num_attention_heads=4", "tiny_model.vocab_size=400", "build.system_prompt=none",
+        "translate.enabled=true", "build.template=chatml"]
+TRAIN_ANIMALS, HELD_OUT = ANIMALS[:12], ANIMALS[12:]
+
+
+def _upstream(run_dir, convs):
+    """ingest and translate folders holding these conversations, as if those stages had run."""
+    from mothertongue.runs import atomic_write_json
+
+    for stage in ("ingest", "translate"):
+        d = run_dir / stage
+        d.mkdir(parents=True)
+        write_jsonl(d / "train.jsonl", convs)
+        for name in ("dev.jsonl", "test.jsonl", "pairs.jsonl"):
+            write_jsonl(d / name, [])
+        atomic_write_json(d / "manifest.json", {"stage": stage, "fingerprint": "test"})
+
+
+def _recipe(root, name, *overrides):
+    from mothertongue.config import load_recipe
+
+    p = root / f"{name}.yaml"
+    p.write_text(f"run_dir: {root / name}\nlanguage: de\n", encoding="utf-8")
+    return load_recipe(p, [*TINY, *overrides])
+
+
+@pytest.fixture(scope="module")
+def sft_model(tmp_path_factory):
+    """A tiny model that answers one way of asking in German and the other in English (its SFT
+    data kept English answers there, as a half-translated set would)."""
+    from mothertongue.runs import run_stage
+
+    root = tmp_path_factory.mktemp("fidelity")
+    convs = [Conversation(f"{k}-{a}", [Message("user", ASK[k].format(a)),
+                                      Message("assistant", _answer_de(a) if k == 0 else _answer_en(a))], "de")
+             for a in TRAIN_ANIMALS for k in (0, 1)]
+    _upstream(root / "sft", convs)
+    r = _recipe(root, "sft", "train.adapter=full", "train.epochs=25", "train.learning_rate=0.003", "train.batch_size=8")
+    for stage in ("build", "train"):
+        run_stage(r, stage, log=lambda m: None)
+    return root / "sft"
+
+
 @pytest.mark.slow
-def test_dpo_on_fidelity_pairs_raises_the_line_pass_rate(tmp_path):
-    """A tiny model that answers one way of asking in German and the other in English (its SFT data
-    kept English answers there, as a half-translated set would) is tuned with DPO on the fidelity
-    pairs that build makes from the translated data; on held-out animals its LCB-style line pass
-    rate (German expected) rises from about one half to (nearly) all.
+@pytest.mark.parametrize("rejected", ["original", "base_model"])
+def test_dpo_on_fidelity_pairs_raises_the_line_pass_rate(sft_model, tmp_path, rejected):
+    """The SFT model is tuned with DPO on the fidelity pairs build makes; on held-out animals its
+    LCB-style line pass rate (German expected) rises from about one half to (nearly) all.
+    `original`: the pairs come from translated data (rejected: the English original).
+    `base_model`: from German data that was never translated (rejected: the model's own English
+    replies, found by the language detector), so only the way of asking it gets wrong is paired.
 
     Margin: before DPO every reply to the second way of asking is English, so the rate is at most
     ~0.5 (+ chance); the test asks for a rise of at least 0.3 and an end of at least 0.9."""
-    from mothertongue.config import load_recipe
     from mothertongue.generation import generate
     from mothertongue.metrics.lcb import line_level
     from mothertongue.models import load_model
-    from mothertongue.runs import atomic_write_json, run_stage
+    from mothertongue.runs import run_stage
     from mothertongue.text.langid import LangId
 
-    train_animals, held_out = ANIMALS[:12], ANIMALS[12:]
-    tiny = ["tiny_model.hidden_size=64", "tiny_model.intermediate_size=128", "tiny_model.num_hidden_layers=2",
-            "tiny_model.num_attention_heads=4", "tiny_model.vocab_size=400", "build.system_prompt=none",
-            "translate.enabled=true", "build.template=chatml"]
-
-    def upstream(run_dir, convs):
-        for stage in ("ingest", "translate"):
-            d = run_dir / stage
-            d.mkdir(parents=True)
-            write_jsonl(d / "train.jsonl", convs)
-            for name in ("dev.jsonl", "test.jsonl", "pairs.jsonl"):
-                write_jsonl(d / name, [])
-            atomic_write_json(d / "manifest.json", {"stage": stage, "fingerprint": "test"})
-
-    def recipe(name, *overrides):
-        p = tmp_path / f"{name}.yaml"
-        p.write_text(f"run_dir: {tmp_path / name}\nlanguage: de\n", encoding="utf-8")
-        return load_recipe(p, [*tiny, *overrides])
-
-    # 1. SFT: the first way of asking answered in German, the second in English (untranslated).
-    sft_convs = [Conversation(f"{k}-{a}", [Message("user", ASK[k].format(a)),
-                                          Message("assistant", _answer_de(a) if k == 0 else _answer_en(a))], "de")
-                 for a in train_animals for k in (0, 1)]
-    upstream(tmp_path / "sft", sft_convs)
-    r_sft = recipe("sft", "train.adapter=full", "train.epochs=25", "train.learning_rate=0.003", "train.batch_size=8")
-    for stage in ("build", "train"):
-        run_stage(r_sft, stage, log=lambda m: None)
-
-    # 2. DPO from the SFT model on the fidelity pairs of the fully translated data.
-    translated_convs = [translated(f"{k}-{a}", ASK[k].format(a), _answer_de(a), ASK[k].format(EN[a]), _answer_en(a))
-                        for a in train_animals for k in (0, 1)]
-    upstream(tmp_path / "dpo", translated_convs)
-    sft_model = tmp_path / "sft" / "train" / "model"
-    r_dpo = recipe("dpo", f"base_model={sft_model}", "build.fidelity_pairs=true", "train.method=dpo",
-                   "train.adapter=full", "train.learning_rate=0.001", "train.epochs=6", "train.batch_size=8",
-                   "train.beta=0.5")
+    detect = LangId(["de", "en"]).detect
+    if rejected == "original":
+        convs = [translated(f"{k}-{a}", ASK[k].format(a), _answer_de(a), ASK[k].format(EN[a]), _answer_en(a))
+                 for a in TRAIN_ANIMALS for k in (0, 1)]
+    else:
+        convs = [Conversation(f"{k}-{a}", [Message("user", ASK[k].format(a)), Message("assistant", _answer_de(a))], "de")
+                 for a in TRAIN_ANIMALS for k in (0, 1)]
+    _upstream(tmp_path / "dpo", convs)
+    r_dpo = _recipe(tmp_path, "dpo", f"base_model={sft_model / 'train' / 'model'}", f"build.fidelity_pairs={rejected}",
+                    "build.fidelity_max_new_tokens=24", "train.method=dpo", "train.adapter=full",
+                    "train.learning_rate=0.001", "train.epochs=6", "train.batch_size=8", "train.beta=0.5")
     run_stage(r_dpo, "build", log=lambda m: None)
-    report = json.loads((tmp_path / "dpo" / "build" / "report.json").read_text())
-    assert report["fidelity_pairs"]["made"] == len(translated_convs)
+    made = json.loads((tmp_path / "dpo" / "build" / "report.json").read_text())["fidelity_pairs"]
+    assert sum(made.values()) == len(convs), made
+    pairs = [json.loads(line) for line in (tmp_path / "dpo" / "build" / "preference.jsonl").read_text().splitlines()]
+    if rejected == "original":
+        assert made["made"] == len(convs)
+    else:  # the second way of asking, answered in English by the model itself
+        assert made["made (base model's reply)"] >= len(TRAIN_ANIMALS) - 2, made
+        assert made.get("base reply already in the target language", 0) >= len(TRAIN_ANIMALS) - 2, made
+        assert all(p["prompt"][-1]["content"].startswith("Was weißt") for p in pairs), pairs
+        assert all(detect(p["rejected"])[0] == "en" for p in pairs), pairs
     run_stage(r_dpo, "train", log=lambda m: None)
 
-    detect = LangId(["de", "en"]).detect
-    prompts = [[{"role": "user", "content": ASK[k].format(a)}] for a in held_out for k in (0, 1)]
+    prompts = [[{"role": "user", "content": ASK[k].format(a)}] for a in HELD_OUT for k in (0, 1)]
 
     def pass_rate(run):
-        model, tok, stop, _ = load_model(tmp_path / run, "tuned")
+        model, tok, stop, _ = load_model(run, "tuned")
         replies = [r.text for r in generate(model, tok, prompts, stop, max_new_tokens=24)]
         scores = line_level(replies, "de", lambda t: detect(t)[0])
         assert scores["judgeable"] == len(prompts), replies
         return scores["line_pass_rate"], replies
 
-    before, replies_before = pass_rate("sft")
-    after, replies_after = pass_rate("dpo")
+    before, replies_before = pass_rate(sft_model)
+    after, replies_after = pass_rate(tmp_path / "dpo")
     assert before <= 0.75, replies_before
     assert after >= 0.9 and after >= before + 0.3, (before, after, replies_after)

@@ -43,10 +43,12 @@ from mothertongue.encoding import (
     generation_prefix_ok,
     to_messages,
 )
-from mothertongue.fidelity_pairs import fidelity_pairs
+from mothertongue.fidelity_pairs import base_reply_pairs, fidelity_pairs
+from mothertongue.metrics.fidelity import FidelityJudge
 from mothertongue.mix import Item
 from mothertongue.models import (
     TINY,
+    load_base_model,
     load_tokenizer,
     save_tokenizer,
     stop_token_ids,
@@ -164,7 +166,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
         dev_rows = build_rows(tokenizer, dev_items, recipe, dev_counts, bar)
     write_jsonl(out / "train.jsonl", train_rows)
     write_jsonl(out / "dev.jsonl", dev_rows)
-    n_pref, fidelity = write_preferences(recipe, data, out)
+    n_pref, fidelity = write_preferences(recipe, data, out, tokenizer, tmpl.end_of_turn)
     if raw_text:
         mix.write_text_rows(out / "text.jsonl", raw_text)
     tok_dir = out / "tokenizer"
@@ -182,7 +184,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
         "train_examples": len(train_rows),
         "dev_examples": len(dev_rows),
         "preference_pairs": n_pref,  # by split
-        **({"fidelity_pairs": fidelity} if recipe.build.fidelity_pairs else {}),  # outcome per conversation
+        **({"fidelity_pairs": fidelity} if recipe.build.fidelity_pairs != "off" else {}),  # outcome per conversation
         "raw_text_pieces": len(raw_text),
         "tokens": n_tokens,
         "trained_tokens": n_trained,
@@ -209,23 +211,34 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     return summary
 
 
-def write_preferences(recipe: Recipe, data: Path, out: Path) -> tuple[dict[str, int], dict[str, int]]:
+def write_preferences(recipe: Recipe, data: Path, out: Path, tokenizer=None,
+                      end_of_turn: str | None = None) -> tuple[dict[str, int], dict[str, int]]:
     """Preference pairs for DPO/ORPO, with the same system prompt as the SFT data, split like the
     conversations (ingest.dev_fraction / test_fraction, by a hash of the pair id):
     `preference.jsonl` trains, `preference_dev.jsonl` is evaluated during training,
-    `preference_test.jsonl` is held out. With `build.fidelity_pairs`, each translated conversation
-    adds a pair (its translated answer over the original one) in the conversation's own split.
-    Returns the pairs per split and the fidelity-pair outcomes."""
+    `preference_test.jsonl` is held out. With `build.fidelity_pairs`, conversations add fidelity
+    pairs (fidelity_pairs.py) in their own split; the base model's replies need `tokenizer` (with
+    the run's chat template). Returns the pairs per split and the fidelity-pair outcomes."""
     src = data / "pairs.jsonl"
     split_pairs = [(split_of(p, recipe.ingest.dev_fraction, recipe.ingest.test_fraction), p)
                    for p in (read_pairs(src) if src.exists() else [])]  # fmt: skip
     fidelity: Counter[str] = Counter()
-    if recipe.build.fidelity_pairs:
+    mode = recipe.build.fidelity_pairs
+    convs = {s: read_conversations(data / f"{s}.jsonl") if (data / f"{s}.jsonl").exists() else [] for s in SPLITS}
+    if mode in ("original", "both"):
         for split in SPLITS:
-            path = data / f"{split}.jsonl"
-            made, counts = fidelity_pairs(read_conversations(path) if path.exists() else [], recipe.language)
+            made, counts = fidelity_pairs(convs[split], recipe.language)
             split_pairs += [(split, p) for p in made]
-            fidelity.update(counts)
+            fidelity.update({f"original: {k}": n for k, n in counts.items()} if mode == "both" else counts)
+    if mode in ("base_model", "both"):
+        answer = base_model_replies(recipe, tokenizer, end_of_turn)
+        detect = FidelityJudge(recipe.language, recipe.evaluate.fidelity_languages).detect  # evaluate's detector
+        left = recipe.build.fidelity_max_prompts
+        for split in SPLITS:
+            made, counts = base_reply_pairs(convs[split], recipe.language, answer, detect, left)
+            left = max(0, left - sum(n for k, n in counts.items() if k.startswith(("made", "base reply"))))
+            split_pairs += [(split, p) for p in made]
+            fidelity.update({f"base model: {k}": n for k, n in counts.items()} if mode == "both" else counts)
     rows: dict[str, list] = {s: [] for s in SPLITS}
     for split, p in split_pairs:
         sp = system_for(p.id, [], recipe.build, recipe.language)
@@ -236,6 +249,28 @@ def write_preferences(recipe: Recipe, data: Path, out: Path) -> tuple[dict[str, 
         if rows[split]:
             write_jsonl(out / f"preference_{split}.jsonl", rows[split])
     return {k: len(v) for k, v in rows.items()}, dict(fidelity)
+
+
+def base_model_replies(recipe: Recipe, tokenizer, end_of_turn: str | None):
+    """prompts -> the base model's greedy replies, as chat shows it the prompts (the run's system
+    prompt first); the model is loaded on the first call."""
+    from mothertongue.generation import generate
+
+    loaded: list = []
+
+    def answer(prompts: list[list]) -> list[str]:
+        if not loaded:
+            loaded.append(load_base_model(recipe, tokenizer).eval())
+        model = loaded[0]
+        sp = base_system_prompt(recipe.build, recipe.language)
+        convs = [with_system([{"role": m.role, "content": m.content} for m in p], sp) for p in prompts]
+        with progress.task("build: base-model replies", total=len(convs), unit="prompts") as bar:
+            replies = generate(model, tokenizer, convs, stop_token_ids(tokenizer, end_of_turn), batch_size=8,
+                               on_batch=bar.advance, max_new_tokens=recipe.build.fidelity_max_new_tokens,
+                               do_sample=False)
+        return [r.text for r in replies]
+
+    return answer
 
 
 def show(run_dir: Path, n: int, color: bool) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mothertongue.config.base import Strict
 
@@ -190,9 +190,21 @@ class BuildConfig(Strict):
         "continue", description="continue: 'continue this text' tasks in the SFT mix; raw: build/text.jsonl for continued pretraining."
     )
     native_chunk_chars: int = Field(1500, ge=100, description="Native documents are cut into pieces of about this many characters.")
-    fidelity_pairs: bool = Field(
-        False, description="Add preference pairs: the translated answer (chosen) over the original-language one (rejected)."
+    fidelity_pairs: Literal["off", "original", "base_model", "both"] = Field(
+        "off",
+        description="Add preference pairs that prefer the target-language answer (chosen) over: the original-language "
+        "answer the translate stage kept (original; `true` means this), the base model's own reply where it is in another "
+        "language (base_model), or both.",
     )
+    fidelity_max_prompts: int = Field(
+        500, gt=0, description="fidelity_pairs base_model/both: ask the base model for at most this many replies.")
+    fidelity_max_new_tokens: int = Field(
+        128, gt=0, description="fidelity_pairs base_model/both: the longest base-model reply in tokens.")
+
+    @field_validator("fidelity_pairs", mode="before")
+    @classmethod
+    def _fidelity_bool(cls, v):
+        return {True: "original", False: "off"}.get(v, v) if isinstance(v, bool) else v
     mix: MixConfig = Field(default_factory=MixConfig)
 
 
