@@ -105,6 +105,19 @@ class Plan:
             self.engines[leg.model].settings_key(self.recipe.translate.beam_size), leg
         )
 
+    def direct_segments(self, skipped: dict[str, int]) -> Iterator[tuple[str, Leg, list[str]]]:
+        """(source language, its one leg, its distinct segments) for every directly routed source
+        language; a pivoted one is counted in `skipped` instead (the checks that score segments
+        against their source, round trip and quality estimation, score one leg only)."""
+        for src, legs in self.routes.items():
+            segments = sorted({s for u in self.units if u.src == src and u.doc for s in u.doc.segments()})
+            if not legs or not segments:
+                continue
+            if len(legs) > 1:
+                skipped[f"{src}->{self.target} (pivoted)"] = len(segments)
+                continue
+            yield src, legs[0], segments
+
     def count_tokens(self, model: str) -> Callable[[str], int]:
         """Token count of the model's tokenizer (cached: segmenting and batching both ask)."""
         if model not in self.counters:

@@ -84,14 +84,8 @@ def score(plan: Plan, memory: Memory) -> dict:
     q = plan.recipe.translate.quality_estimation
     prompt, key = q.prompt or DEFAULT_PROMPT, judge_key(plan)
     counts: dict = {"scored": 0, "asked": 0, "unparsed": 0, "flagged": 0, "score_sum": 0.0, "skipped": {}}
-    for src, legs in plan.routes.items():
-        segments = sorted({s for u in plan.units if u.src == src and u.doc for s in u.doc.segments()})
-        if not legs or not segments:
-            continue
-        if len(legs) > 1:
-            counts["skipped"][f"{src}->{plan.target} (pivoted)"] = len(segments)
-            continue
-        store = plan.store(memory, legs[0])
+    for src, leg, segments in plan.direct_segments(counts["skipped"]):
+        store = plan.store(memory, leg)
         forward = store.get(segments)
         stored = store.scores(forward)
         todo = [s for s in sorted(forward) if stored.get(s, {}).get("qe_judge") != key]

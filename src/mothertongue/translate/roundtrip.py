@@ -45,14 +45,8 @@ def score(plan: Plan, memory: Memory) -> dict:
     t = plan.recipe.translate
     chrf = CHRF()
     counts: dict = {"scored": 0, "flagged": 0, "chrf_sum": 0.0, "skipped": {}}
-    for src, legs in plan.routes.items():
-        segments = sorted({s for u in plan.units if u.src == src and u.doc for s in u.doc.segments()})
-        if not legs or not segments:
-            continue
-        if len(legs) > 1:
-            counts["skipped"][f"{src}->{plan.target} (pivoted)"] = len(segments)
-            continue
-        leg, back = legs[0], reverse_leg(plan, legs[0])
+    for src, leg, segments in plan.direct_segments(counts["skipped"]):
+        back = reverse_leg(plan, leg)
         if back is None:
             counts["skipped"][f"{src}->{plan.target} (no {plan.target}->{src} model)"] = len(segments)
             continue
