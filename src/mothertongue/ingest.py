@@ -11,6 +11,13 @@ source that yields nothing is an error (unless `ingest.allow_empty`), and a fail
 the previous output as it was. Splits are decided by a hash of the conversation id, so adding a
 source never moves existing conversations between splits; a source that marks its own
 evaluation part (the text format's `_EVAL_`) keeps it.
+
+Memory stays bounded: each record is validated, checked for duplicates, weighted, given its
+split and written as it is read (the OASST adapter alone reads its whole export first, to build
+trees). Duplicates are found by 128-bit digests, not by the text (see `ingest_ledger`: in
+memory up to a million per set, then in a temporary SQLite file; a false duplicate has
+probability under n²/2**129 for n records), and the report's counts come from a ledger that
+holds no records.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 from mothertongue import progress
@@ -37,6 +44,7 @@ from mothertongue.conversation import (
     write_jsonl,
 )
 from mothertongue.formats import FORMATS, IngestReport, detect_format
+from mothertongue.ingest_ledger import DigestSet, Ledger, Scratch, digest
 from mothertongue.registry import UnknownName
 from mothertongue.runs import RunDir, atomic_write_json
 
@@ -45,11 +53,12 @@ __all__ = ["SPLITS", "split_of", "read_sources", "run", "format_report"]
 
 
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
+_EDGES = (0, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+_BUFFER = 4096  # records written (and counted) at once: bigger batches run a little faster
 
 
 def _exact_key(r: Record) -> tuple:
-    """Identical text, as a tuple of the record's own strings: hashed in C, nothing copied,
-    and compared in full on a hash match (no digest whose collision could drop a record)."""
+    """The record's own strings, in order: identical tuples are exact duplicates."""
     if isinstance(r, Document):
         return ("\x1c", r.text)
     if isinstance(r, PreferencePair):
@@ -62,84 +71,54 @@ def _near_key(key: tuple) -> bytes:
     text = "\x1e".join(key)
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
-    return hashlib.sha1(" ".join(_PUNCT.sub(" ", text.casefold()).split()).encode()).digest()
+    norm = " ".join(_PUNCT.sub(" ", text.casefold()).split())
+    return hashlib.blake2b(norm.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def _histogram(values: list[int], edges=(0, 64, 128, 256, 512, 1024, 2048, 4096, 8192)) -> dict[str, int]:
-    labels = [f"{lo}-{hi - 1}" for lo, hi in zip(edges, edges[1:])] + [f"{edges[-1]}+"]
-    counts = Counter(bisect.bisect_right(edges, v) - 1 for v in values)
-    return {labels[i]: counts[i] for i in sorted(counts)}
+class _Dedup:
+    """Duplicates among one kind of record (conversations across all sources, pairs, documents)."""
+
+    def __init__(self, mode: str, scratch: Scratch, kind: str):
+        self.mode = mode
+        self.exact = DigestSet(scratch, f"{kind}_exact")
+        self.near = DigestSet(scratch, f"{kind}_near") if mode == "near" else None
+
+    def why(self, r: Record) -> str | None:
+        """None when r is new (and now remembered), else the duplicate reason."""
+        if self.mode == "none":
+            return None
+        key = _exact_key(r)
+        if self.near is None:
+            return None if self.exact.add(digest(key)) else "duplicate (exact)"
+        d = digest(key)
+        if d in self.exact:
+            return "duplicate (exact)"
+        if not self.near.add(_near_key(key)):
+            return "duplicate (near: same normalised text)"
+        self.exact.add(d)
+        return None
 
 
-def _where(r: Record) -> str:
-    m = r.meta
-    if "line" in m:
-        return f"{m.get('file', r.source)}:{m['line']}"
-    if "row" in m:
-        return f"{m.get('file', r.source)} row {m['row']}"
-    return m.get("file", r.source)
+def _copies(c: Conversation, weight: float, ledger: Ledger, phase: tuple[int, int, int]) -> list[Conversation]:
+    """weight < 1 keeps that share, weight > 1 adds copies; chosen by id hash, so reproducible
+    and stable when other sources change. Copies share their original's split (no leakage)."""
+    if weight == 1.0:
+        return [c]
+    whole, frac = int(weight), weight - int(weight)
+    copies = whole + (1 if frac and stable_fraction(c.id, "weight") < frac else 0)
+    if copies == 0:
+        ledger.drop(c, f"sampled out (weight={weight})", phase=phase)
+        return []
+    out = [c]
+    for k in range(1, copies):
+        meta = {**c.meta, "copy_of": c.id}
+        out.append(Conversation(f"{c.id}~{k}", c.messages, c.lang, c.source, list(c.tags), meta, c.tools, c.origin))
+    return out
 
 
-@dataclass
-class Ledger:
-    """Where every record read went. A conversation or pair carries `origin`: (source index,)
-    when it is the one output of one record, else (source index, unit, unit, ...) naming the
-    records it came from (an OASST thread: its messages). Outputs dropped after the adapter
-    (invalid, duplicate, sampled out, past the limit) are resolved at the end: a record is
-    skipped only when none of its outputs survived, and then once."""
-
-    report: IngestReport
-    read: list[int] = field(default_factory=list)
-    skipped: list[int] = field(default_factory=list)  # by the adapters, per source
-    dropped: list[tuple[Record, str, str, str]] = field(default_factory=list)
-
-    def drop(self, rec: Record, reason: str, detail: str = "") -> None:
-        where = _where(rec)
-        if reason == "invalid conversation" and self.report.on_error == "stop":
-            self.report.bad(where, reason, detail)  # raises
-        self.dropped.append((rec, reason, where, detail))
-
-    def settle(self, kept: list[Record]) -> list[dict]:
-        """Count converted records and the records dropped whole; per source and in total."""
-        n = len(self.read)
-        converted, skipped = [0] * n, list(self.skipped)
-        units: set = set()
-        for r in kept:
-            if "copy_of" in r.meta:
-                continue
-            src = r.origin[0]
-            if len(r.origin) == 1:
-                converted[src] += 1
-            else:
-                for u in r.origin[1:]:
-                    if (src, u) not in units:
-                        units.add((src, u))
-                        converted[src] += 1
-        gone: set = set()
-        for rec, reason, where, detail in self.dropped:
-            src = rec.origin[0]
-            lost = [None] if len(rec.origin) == 1 else [
-                u for u in rec.origin[1:] if (src, u) not in units and (src, u) not in gone]
-            for u in lost:
-                if u is not None:
-                    gone.add((src, u))
-                self.report.skip(where, reason, detail)
-                skipped[src] += 1
-        self.report.converted = sum(converted)
-        return [{"read": self.read[i], "converted": converted[i], "skipped": skipped[i]} for i in range(n)]
-
-
-def read_sources(
-    recipe: Recipe, report: IngestReport, per_source: list[dict] | None = None, ledger: Ledger | None = None,
-    documents: list[Document] | None = None,
-) -> tuple[list[list[Conversation]], list[PreferencePair]]:
-    """Every source read, converted and validated: conversations per source, and all pairs
-    (documents, from `documents` sources, are appended to `documents`)."""
-    per_source = per_source if per_source is not None else []
-    ledger = ledger or Ledger(report)
-    convs: list[list[Conversation]] = []
-    pairs: list[PreferencePair] = []
-    docs = documents if documents is not None else []
+def _records(recipe: Recipe, report: IngestReport, per_source: list[dict], ledger: Ledger) -> Iterator[tuple[int, Record]]:
+    """(source index, record) for every record of every source, validated, as it is read; a
+    source's entry in `per_source` is added when the source is done."""
     if not recipe.ingest.sources:
         raise DataError("ingest.sources is empty: add at least one source (path and format)")
     default_lang = recipe.translate.source_lang if recipe.translate.enabled else None
@@ -149,6 +128,7 @@ def read_sources(
         if not path.exists() and src.format != "hf":
             raise DataError(f"{where}.path: file not found: {path}")
         fmt, why = src.format, "given"
+        counts = Counter()
         try:
             if fmt == "auto":
                 fmt, why = detect_format(path, FORMATS)
@@ -158,8 +138,6 @@ def read_sources(
             except UnknownName as e:
                 raise DataError(f"{where}.format: {e}") from None
             read_before, skipped_before = report.read, sum(report.skipped.values())
-            mine: list[Conversation] = []
-            n_pairs = n_docs = 0
             single, limit, n = (i,), src.limit, 0  # one shared origin tuple for one-record outputs
             with progress.task(f"ingest {adapter.src_name}", unit="records") as bar:
                 for seen, rec in enumerate(adapter.read(path, report)):
@@ -182,14 +160,8 @@ def read_sources(
                         continue
                     if rec.lang is None:
                         rec.lang = default_lang
-                    if isinstance(rec, PreferencePair):
-                        pairs.append(rec)
-                        n_pairs += 1
-                    elif isinstance(rec, Document):
-                        docs.append(rec)
-                        n_docs += 1
-                    else:
-                        mine.append(rec)
+                    counts[type(rec)] += 1
+                    yield i, rec
                 bar.update(completed=report.read - read_before)
         except PermissionError as e:
             raise DataError(f"{where}.path: {e.filename or path}: permission denied") from None
@@ -197,14 +169,31 @@ def read_sources(
             raise DataError(f"{where}.path: {e.filename or path} is a folder; format {fmt} expects a file here") from None
         except OSError as e:
             raise DataError(f"{where}.path: {e.filename or path}: cannot read ({e.strerror or e})") from None
-        convs.append(mine)
         ledger.read.append(report.read - read_before)
         ledger.skipped.append(sum(report.skipped.values()) - skipped_before)
         per_source.append({
             "name": adapter.src_name, "path": str(path), "format": fmt, "detected": why if src.format == "auto" else None,
-            "read": report.read - read_before, "conversations": len(mine), "pairs": n_pairs, "weight": src.weight,
-            **({"documents": n_docs} if n_docs else {}),
+            "read": report.read - read_before, "conversations": counts[Conversation], "pairs": counts[PreferencePair],
+            "weight": src.weight, **({"documents": counts[Document]} if counts[Document] else {}),
         })
+
+
+def read_sources(
+    recipe: Recipe, report: IngestReport, per_source: list[dict] | None = None, ledger: Ledger | None = None,
+    documents: list[Document] | None = None,
+) -> tuple[list[list[Conversation]], list[PreferencePair]]:
+    """Every source read, converted and validated, in memory: conversations per source, and all
+    pairs (documents are appended to `documents`). The ingest stage itself streams instead."""
+    convs: list[list[Conversation]] = [[] for _ in recipe.ingest.sources]
+    pairs: list[PreferencePair] = []
+    docs = documents if documents is not None else []
+    for i, rec in _records(recipe, report, per_source if per_source is not None else [], ledger or Ledger(report)):
+        if isinstance(rec, PreferencePair):
+            pairs.append(rec)
+        elif isinstance(rec, Document):
+            docs.append(rec)
+        else:
+            convs[i].append(rec)
     return convs, pairs
 
 
@@ -218,102 +207,136 @@ def _empty_error(i: int, src_report: dict, path: Path, fmt: str, report: IngestR
                      "see the examples with ingest.on_error=skip, or set ingest.allow_empty=true")
 
 
-def _dedup(records: list, mode: str, ledger: Ledger, seen_exact: set, seen_near: set) -> list:
-    if mode == "none":
-        return records
-    kept = []
-    near = mode == "near"
-    for r in records:
-        key = _exact_key(r)
-        if key in seen_exact:
-            ledger.drop(r, "duplicate (exact)")
-            continue
-        if near:
-            nkey = _near_key(key)
-            if nkey in seen_near:
-                ledger.drop(r, "duplicate (near: same normalised text)")
-                continue
-            seen_near.add(nkey)
-        seen_exact.add(key)
-        kept.append(r)
-    return kept
+class _Files:
+    """The stage's JSONL outputs, appended `_BUFFER` records at a time through the one writer."""
+
+    def __init__(self, out: Path, names: tuple[str, ...]):
+        self.out = out
+        self.bufs: dict[str, list] = {}
+        self.counts: Counter[str] = Counter()
+        for name in names:  # these exist even when empty; documents.jsonl only when there are any
+            write_jsonl(out / f"{name}.jsonl", [])
+
+    def add(self, name: str, rec: Record) -> None:
+        buf = self.bufs.setdefault(name, [])
+        buf.append(rec)
+        self.counts[name] += 1
+        if len(buf) >= _BUFFER:
+            self.flush(name)
+
+    def flush(self, name: str | None = None) -> None:
+        for n in [name] if name else list(self.bufs):
+            write_jsonl(self.out / f"{n}.jsonl", self.bufs[n], append=True)
+            self.bufs[n] = []
 
 
-def _weighted(convs: list[Conversation], weight: float, ledger: Ledger) -> list[Conversation]:
-    """weight < 1 keeps that share, weight > 1 adds copies; chosen by id hash, so reproducible
-    and stable when other sources change. Copies share their original's split (no leakage)."""
-    if weight == 1.0:
-        return convs
-    out: list[Conversation] = []
-    whole, frac = int(weight), weight - int(weight)
-    for c in convs:
-        copies = whole + (1 if frac and stable_fraction(c.id, "weight") < frac else 0)
-        if copies == 0:
-            ledger.drop(c, f"sampled out (weight={weight})")
-            continue
-        out.append(c)
-        for k in range(1, copies):
-            meta = {**c.meta, "copy_of": c.id}
-            out.append(Conversation(f"{c.id}~{k}", c.messages, c.lang, c.source, list(c.tags), meta, c.tools, c.origin))
-    if weight > 1:
-        ledger.report.notes.append(f"{convs[0].source if convs else '?'}: weight={weight} added {len(out) - len(convs)} copies")
-    return out
+class _Stats:
+    """The report's languages, turns and length histogram, counted over the conversations written,
+    in batches (so the counting loops run in C) and in output order (which orders the ties)."""
+
+    def __init__(self):
+        self.languages: Counter[str] = Counter()
+        self.message_languages: Counter[str] = Counter()
+        self.turns: Counter[int] = Counter()
+        self.chars: Counter[int] = Counter()
+        self.batch: list[Conversation] = []
+
+    def add(self, c: Conversation) -> None:
+        self.batch.append(c)
+        if len(self.batch) >= _BUFFER:
+            self.flush()
+
+    def flush(self) -> None:
+        b, self.batch = self.batch, []
+        self.languages.update(c.lang or "unknown" for c in b)
+        self.message_languages.update(m.lang or c.lang or "unknown" for c in b for m in c.messages)
+        self.turns.update(len(c.messages) for c in b)
+        self.chars.update(bisect.bisect_right(_EDGES, sum(len(m.content) for m in c.messages)) - 1 for c in b)
+
+    def to_dict(self) -> dict:
+        self.flush()
+        labels = [f"{lo}-{hi - 1}" for lo, hi in zip(_EDGES, _EDGES[1:])] + [f"{_EDGES[-1]}+"]
+        return {
+            "languages": dict(self.languages.most_common()),
+            "message_languages": dict(self.message_languages.most_common()),
+            "turns": {str(k): v for k, v in sorted(self.turns.items())},
+            "chars_histogram": {labels[i]: self.chars[i] for i in sorted(self.chars)},
+        }
 
 
 def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
-    # Millions of long-lived small objects make the cyclic GC rescan the heap over and over
-    # (a third of the time at 1M records); ingest creates no cycles worth collecting.
+    # Millions of short-lived small objects would make the cyclic GC rescan over and over;
+    # ingest creates no cycles worth collecting.
     enabled = gc.isenabled()
     gc.disable()
+    scratch = Scratch(out / ".ingest-scratch.sqlite")
     try:
-        return _run(recipe, out)
+        return _run(recipe, out, scratch)
     finally:
+        scratch.close()
         if enabled:
             gc.enable()
 
 
-def _run(recipe: Recipe, out: Path) -> dict:
+def _run(recipe: Recipe, out: Path, scratch: Scratch) -> dict:
     cfg = recipe.ingest
     report = IngestReport(on_error=cfg.on_error)
-    ledger = Ledger(report)
+    ledger = Ledger(report, scratch)
     per_source: list[dict] = []
-    docs: list[Document] = []
-    by_source, pairs = read_sources(recipe, report, per_source, ledger, docs)
-
-    seen_exact: set = set()
-    seen_near: set = set()
-    kept: list[Conversation] = []
-    for src, convs in zip(cfg.sources, by_source):
-        kept += _weighted(_dedup(convs, cfg.dedup, ledger, seen_exact, seen_near), src.weight, ledger)
-    pairs = _dedup(pairs, cfg.dedup, ledger, set(), set())
-    docs = _dedup(docs, cfg.dedup, ledger, set(), set())
-    for src_report, counts in zip(per_source, ledger.settle([*kept, *pairs, *docs])):
+    dedup = {kind: _Dedup(cfg.dedup, scratch, kind) for kind in ("conversations", "pairs", "documents")}
+    files = _Files(out, (*SPLITS, "pairs"))
+    stats = _Stats()
+    first_name: dict[int, str] = {}
+    added: Counter[int] = Counter()
+    dev, test, convs_dedup = cfg.dev_fraction, cfg.test_fraction, dedup["conversations"]
+    # `phase` orders the drops as a whole-input ingest made them (see Ledger)
+    for i, rec in _records(recipe, report, per_source, ledger):
+        if not isinstance(rec, Conversation):
+            kind, phase = ("pairs", (2, 0, 0)) if isinstance(rec, PreferencePair) else ("documents", (3, 0, 0))
+            why = dedup[kind].why(rec)
+            if why:
+                ledger.drop(rec, why, phase=phase)
+                continue
+            files.add(kind, rec)
+            ledger.keep(rec)
+            continue
+        why = convs_dedup.why(rec)
+        if why:
+            ledger.drop(rec, why, phase=(1, i, 0))
+            continue
+        if i not in first_name:
+            first_name[i] = rec.source
+        weight = cfg.sources[i].weight
+        if weight == 1.0:
+            files.add(split_of(rec, dev, test), rec)
+            ledger.keep(rec)
+            stats.add(rec)
+            continue
+        copies = _copies(rec, weight, ledger, (1, i, 1))
+        added[i] += max(len(copies) - 1, 0)
+        for c in copies:
+            files.add(split_of(c, dev, test), c)
+            ledger.keep(c)
+            stats.add(c)
+    files.flush()
+    for i, src in enumerate(cfg.sources):
+        if src.weight > 1:
+            report.notes.append(f"{first_name.get(i, '?')}: weight={src.weight} added {added[i]} copies")
+    for src_report, counts in zip(per_source, ledger.settle()):
         src_report.update(counts)
     for i, src_report in enumerate(per_source):
         if src_report["converted"] == 0 and not cfg.allow_empty:
             raise _empty_error(i, src_report, Path(src_report["path"]), src_report["format"], report)
 
-    by_split: dict[str, list[Conversation]] = {s: [] for s in SPLITS}
-    for c in kept:
-        by_split[split_of(c, cfg.dev_fraction, cfg.test_fraction)].append(c)
-    for s in SPLITS:
-        write_jsonl(out / f"{s}.jsonl", by_split[s])
-    write_jsonl(out / "pairs.jsonl", pairs)
-    if docs:  # only when there are any: runs without documents keep their exact set of files
-        write_jsonl(out / "documents.jsonl", docs)
-
     summary = report.to_dict()
-    summary["conversations"] = len(kept)
-    summary["splits"] = {s: len(v) for s, v in by_split.items()}
-    summary["pairs"] = len(pairs)
-    if docs:
-        summary["documents"] = len(docs)
+    splits = {s: files.counts[s] for s in SPLITS}
+    summary["conversations"] = sum(splits.values())
+    summary["splits"] = splits
+    summary["pairs"] = files.counts["pairs"]
+    if files.counts["documents"]:
+        summary["documents"] = files.counts["documents"]
     summary["sources"] = per_source
-    summary["languages"] = dict(Counter(c.lang or "unknown" for c in kept).most_common())
-    summary["message_languages"] = dict(
-        Counter(m.lang or c.lang or "unknown" for c in kept for m in c.messages).most_common())
-    summary["turns"] = {str(k): v for k, v in sorted(Counter(len(c.messages) for c in kept).items())}
-    summary["chars_histogram"] = _histogram([sum(len(m.content) for m in c.messages) for c in kept])
+    summary.update(stats.to_dict())
     atomic_write_json(out / "report.json", summary)
     print(format_report(summary))
     return summary

@@ -64,7 +64,12 @@ def iter_json_records(
 
     A JSONL line that is not JSON, or not UTF-8, is a bad record (file:line, reason); the rest
     of the file is still read. A JSON array is parsed element by element so every record keeps
-    its own line number. `report.read` counts every record seen, good or bad."""
+    its own line number. `report.read` counts every record seen, good or bad. UTF-8 JSONL is read
+    line by line from disk (memory does not grow with the file); a JSON document (array or
+    object), UTF-16 or another declared encoding is read whole."""
+    if _streams_as_jsonl(path, encoding):
+        yield from _iter_jsonl_file(path, report)
+        return
     data = path.read_bytes()
     text = _decode_whole(data, path, encoding)
     if text is None and data.startswith(b"\xef\xbb\xbf"):
@@ -100,6 +105,75 @@ def iter_json_records(
             report.bad(f"{path}:{lineno}", "invalid JSON", f"invalid JSON ({e.msg}, column {e.colno})")
             continue
         yield lineno, obj
+
+
+def _streams_as_jsonl(path: Path, encoding: str | None) -> bool:
+    """True when the file is UTF-8 JSONL by the same rules as `_is_json_document`, decided from
+    its first line (and the 64 KiB after it) instead of the whole file; False also when the
+    first line is not one JSON object (the whole file decides then)."""
+    if encoding and encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        return False
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        start = f.read(3)
+        if start[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            return False
+        f.seek(3 if start == b"\xef\xbb\xbf" else 0)
+        line = b""
+        while not line.strip():
+            line = f.readline()
+            if not line:
+                return False  # empty or blank: the whole-file path reads (nothing) as before
+        head = line.lstrip(b" \t\r\n").rstrip(b"\n")
+        if head[:1] != b"{":
+            return head[:1] != b"["
+        try:
+            json.loads(head)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return False
+        rest = size - f.tell() + 1  # the newline after the first line counts, as in _is_json_document
+        return not (not f.read(65536).strip() and rest < 65536)
+
+
+def _iter_jsonl_file(path: Path, report: IngestReport) -> Iterator[tuple[int, Any]]:
+    lineno = 0
+    with open(path, "rb") as f:
+        if f.read(3) != b"\xef\xbb\xbf":
+            f.seek(0)
+        while lines := f.readlines(1 << 22):  # about 4 MiB of whole lines at a time
+            try:  # str like the whole-file reader's lines (its blank test and error messages)
+                block: list = b"".join(lines).decode("utf-8").split("\n")[:len(lines)]
+            except UnicodeDecodeError:
+                block = [_decoded(raw.rstrip(b"\n")) for raw in lines]
+            for line in block:
+                lineno += 1
+                if not line.strip():
+                    continue
+                report.read += 1
+                try:
+                    obj = fast_loads(line)
+                except ValueError:
+                    pass
+                else:
+                    yield lineno, obj
+                    continue
+                try:
+                    obj = json.loads(line)
+                except UnicodeDecodeError as e:
+                    report.bad(f"{path}:{lineno}", "encoding", f"not UTF-8 (column {e.start + 1}); "
+                               "re-save as UTF-8 or set the source's encoding")
+                    continue
+                except json.JSONDecodeError as e:
+                    report.bad(f"{path}:{lineno}", "invalid JSON", f"invalid JSON ({e.msg}, column {e.colno})")
+                    continue
+                yield lineno, obj
+
+
+def _decoded(raw: bytes) -> str | bytes:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw  # each bad line is reported by the parser with its own line number
 
 
 def _is_json_document(doc: str | bytes) -> bool:
