@@ -164,7 +164,8 @@ def translation_section(recipe: Recipe, tr: dict) -> list[str]:
     for pair, n in tr.get("messages_by_pair", {}).items():
         lines.append(f"| {pair} | {n} | {'; '.join(routes.get(pair, []))} |")
     options = _safe(t.options)
-    flagged = tr.get("flagged", [])
+    flagged = tr.get("flagged", [])  # the first ones; flagged_count counts them all
+    n_flagged = tr.get("flagged_count", len(flagged))
     lines += [
         "",
         f"- MT models: {', '.join(sorted({leg.split(': ', 1)[1] for legs in routes.values() for leg in legs if ': ' in leg}))}",
@@ -181,7 +182,7 @@ def translation_section(recipe: Recipe, tr: dict) -> list[str]:
         f"- {'on' if t.quality_gate else 'off'}: length ratio {t.min_length_ratio}..{t.max_length_ratio}, "
         f"repeated n-grams, target language; a failed segment retried once with beam {t.retry_beam_size}",
         f"- segments retried: {seg.get('retried', 0)}; flagged: {seg.get('flagged', 0)}",
-        f"- records flagged: {len(flagged)} ("
+        f"- records flagged: {n_flagged} ("
         + ("kept in this dataset" if tr.get("flagged_kept") else "kept out of this dataset")
         + ")",
     ]
@@ -190,8 +191,8 @@ def translation_section(recipe: Recipe, tr: dict) -> list[str]:
         lines.append(
             f"  - {f.get('kind')} {where}`{f.get('id')}`: {'; '.join(f.get('reasons', []))}"
         )
-    if len(flagged) > MAX_FLAGGED_LISTED:
+    if n_flagged > min(len(flagged), MAX_FLAGGED_LISTED):
         lines.append(
-            f"  - ... and {len(flagged) - MAX_FLAGGED_LISTED} more (translate/flagged.jsonl in the run)"
+            f"  - ... and {n_flagged - min(len(flagged), MAX_FLAGGED_LISTED)} more (translate/flagged.jsonl in the run)"
         )
     return lines

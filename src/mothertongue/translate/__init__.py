@@ -15,7 +15,7 @@ missing. Outputs go to `translate/` (atomically, by runs.run_stage): `{train,dev
 (lang = target; original messages in meta["source_messages"]), `pairs.jsonl`, `parallel.jsonl`
 (one row per translated train message), `flagged.jsonl` (conversations that failed the quality
 gate; kept out unless translate.keep_flagged) and `report.json` (counts by language pair,
-pass-through, pivoted, guessed languages, flagged).
+pass-through, pivoted, guessed languages; flagged: counted, the first 100 listed).
 """
 
 from __future__ import annotations

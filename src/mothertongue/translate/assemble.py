@@ -31,6 +31,16 @@ from mothertongue.text.langid import lingua_codes
 from mothertongue.translate.gate import message_in_language
 from mothertongue.translate.plan import SPLITS, Plan, RecordKey, TextKey
 
+# flagged records listed in report.json (the first ones; all of them are in flagged.jsonl and
+# counted in `flagged_count`), so the report stays small however many records are flagged
+FLAGGED_IN_REPORT = 100
+
+
+def cap_flagged(report: dict) -> dict:
+    """The report with its list of flagged records cut to the first `FLAGGED_IN_REPORT`."""
+    report["flagged"] = report["flagged"][:FLAGGED_IN_REPORT]
+    return report
+
 
 def lookup(
     plan: Plan, memory: Memory, legs: list[Leg]
@@ -104,8 +114,9 @@ def assemble(plan: Plan, memory: Memory, out: Path, append: bool = False) -> dic
         "flagged": [
             {k: r[k] for k in ("kind", "id", "reasons") if k in r}
             | ({"split": r["split"]} if "split" in r else {})
-            for r in flagged_rows
+            for r in flagged_rows[:FLAGGED_IN_REPORT]
         ],
+        "flagged_count": len(flagged_rows),
         "flagged_kept": t.keep_flagged,
     }
 

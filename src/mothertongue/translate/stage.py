@@ -18,7 +18,7 @@ from mothertongue.config import Recipe
 from mothertongue.engines.memory import Memory
 from mothertongue.runs import RunDir, StageError, atomic_write_json
 from mothertongue.translate import qe, roundtrip
-from mothertongue.translate.assemble import assemble
+from mothertongue.translate.assemble import assemble, cap_flagged
 from mothertongue.translate.plan import Plan, make_plan, read_chunks
 from mothertongue.translate.work import execute, make_executor
 
@@ -65,7 +65,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
                 round_trip = add_reports(round_trip, roundtrip.score(plan, memory))
             if recipe.translate.quality_estimation.enabled:
                 judged = add_reports(judged, qe.score(plan, memory))
-            report = add_reports(report, assemble(plan, memory, out, append=k > 0))
+            report = cap_flagged(add_reports(report, assemble(plan, memory, out, append=k > 0)))
             routes.update(routes_summary(plan))
             report["chunks"] = k + 1
     finally:
@@ -86,7 +86,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     )  # fmt: skip
     atomic_write_json(out / "report.json", report)
     return {k: report[k] for k in ("written", "messages_by_pair", "passthrough_messages", "pivoted_messages")} | {
-        "flagged": len(report["flagged"]), "segments": stats,
+        "flagged": report["flagged_count"], "segments": stats,
     }  # fmt: skip
 
 
