@@ -158,3 +158,18 @@ def test_built_mix_and_preference_come_from_the_build(run, tmp_path):
     want = [json.loads(line) for line in (run / "build" / "preference.jsonl").read_text().splitlines()]
     assert [p["prompt"] for p in pref] == [w["prompt"] for w in want]  # with the build's system prompts
     assert "## Build" in (out / "README.md").read_text()
+
+
+def test_card_reports_the_round_trip_and_judge_scores():
+    from mothertongue.config import Recipe
+    from mothertongue.export.datacard import translation_section
+
+    recipe = Recipe(translate={"quality_estimation": {"enabled": True, "model": "judge-7b"}})
+    segments = {"round_trip": {"scored": 40, "flagged": 3, "mean_chrf": 71.5, "min_chrf": 25.0, "skipped": {}},
+                "quality_estimation": {"scored": 34, "asked": 40, "unparsed": 6, "flagged": 2, "mean_score": 88.1,
+                                       "min_score": 50.0, "skipped": {}}}
+    text = "\n".join(translation_section(recipe, {"segments": segments}))
+    assert "round trip (back-translated, chrF against the source): 40 segments scored, mean 71.5, 3 flagged under 25.0" in text
+    assert ("quality estimation (LLM judge `judge-7b`, 0-100): 34 segments scored, mean 88.1, 2 flagged under 50.0, "
+            "6 unparsed") in text
+    assert "round trip" not in "\n".join(translation_section(recipe, {"segments": {}}))

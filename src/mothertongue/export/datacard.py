@@ -186,6 +186,14 @@ def translation_section(recipe: Recipe, tr: dict) -> list[str]:
         + ("kept in this dataset" if tr.get("flagged_kept") else "kept out of this dataset")
         + ")",
     ]
+    rt, qe = seg.get("round_trip"), seg.get("quality_estimation")
+    if rt:
+        lines.append(f"- round trip (back-translated, chrF against the source): {rt['scored']} segments scored, "
+                     f"mean {rt['mean_chrf']}, {rt['flagged']} flagged under {rt['min_chrf']}")
+    if qe:
+        judge = f"`{t.quality_estimation.model}`"
+        lines.append(f"- quality estimation (LLM judge {judge}, 0-100): {qe['scored']} segments scored, mean "
+                     f"{qe['mean_score']}, {qe['flagged']} flagged under {qe['min_score']}, {qe['unparsed']} unparsed")
     for f in flagged[:MAX_FLAGGED_LISTED]:
         where = f"{f.get('split')}/" if f.get("split") else ""
         lines.append(
