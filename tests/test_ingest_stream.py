@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-import mothertongue.ingest_ledger as ledger_mod
+import mothertongue.digests as digests
 from mothertongue.config import load_recipe
 from mothertongue.runs import run_stage
 
@@ -51,7 +51,7 @@ def test_spilled_digests_give_the_same_output(tmp_path, monkeypatch):
     recipe = _recipe(tmp_path, "r", sources, dedup="near", on_error="skip", allow_empty=True,
                      dev_fraction=0.2, test_fraction=0.2)
     in_memory = _outputs(recipe)
-    monkeypatch.setattr(ledger_mod, "SPILL_AT", 2)  # every digest set moves to SQLite at once
+    monkeypatch.setattr(digests, "SPILL_AT", 2)  # every digest set moves to SQLite at once
     assert _outputs(recipe) == in_memory
     rep = json.loads(in_memory["report.json"])
     assert rep["skipped"]["duplicate (exact)"] > 300 and rep["skipped"]["duplicate (near: same normalised text)"] >= 2

@@ -77,3 +77,36 @@ def test_round_trip_scores_a_good_translator_high_and_flags_a_broken_one(corpus)
     again = run_stage(r, "translate", force=True, log=lambda m: None).summary["segments"]
     assert again["translated"] == 0 and again["round_trip"]["flagged"] == rt["flagged"]
     assert db.execute("SELECT COUNT(*) FROM tm").fetchone()[0] == 2 * len(sents)
+
+
+def test_a_segment_in_two_chunks_is_scored_and_counted_once(corpus):
+    root, sents = corpus
+    sents = sents[:12]
+    # conversation i is (sentence i, sentence i+1): every inner sentence is in two conversations,
+    # which chunks of two conversations put into two chunks
+    convs = [{"messages": [{"role": "user", "content": a}, {"role": "assistant", "content": b}]}
+             for a, b in zip(sents, sents[1:])]
+    data = root / "overlap.jsonl"
+    data.write_text("".join(json.dumps(c) + "\n" for c in convs), encoding="utf-8")
+    recipe = root / "overlap.yaml"
+    toys = root / "bad-run" / "toy-mt"  # the models the test above trained, when it ran (else trained now)
+    toys.mkdir(parents=True, exist_ok=True)
+    (root / "overlap-run").mkdir()
+    (root / "overlap-run" / "toy-mt").symlink_to(toys)
+    recipe.write_text(
+        f"name: rt\nrun_dir: {root / 'overlap-run'}\nlanguage: xx\n"
+        f"ingest:\n  sources:\n    - {{path: {data}, format: openai, options: {{lang: en}}}}\n"
+        f"translate:\n  enabled: true\n  progress: false\n  chunk_records: 2\n"
+        f"  models: {{en-xx: 'toy:bad.tsv', xx-en: 'toy:back.tsv'}}\n"
+        f"  round_trip: {{enabled: true, min_chrf: 50}}\n", encoding="utf-8")
+    r, out = run_translate(recipe)
+    report = json.loads((out / "report.json").read_text())
+    assert report["chunks"] == 6
+    rt = report["segments"]["round_trip"]
+    db = sqlite3.connect(Path(r.run_dir) / "translate-memory.sqlite")
+    rows = db.execute("SELECT status, scores FROM tm WHERE src='en' AND tgt='xx'").fetchall()
+    assert rt["scored"] == len(rows) == len(sents), rt
+    assert rt["flagged"] == sum(st == "flagged:round-trip" for st, _ in rows) >= 0.9 * len(sents), rt
+    mean = sum(json.loads(sc)["round_trip_chrf"] for _, sc in rows) / len(rows)
+    assert rt["mean_chrf"] == pytest.approx(mean, abs=0.1)
+    assert not (out / ".scored.sqlite").exists()

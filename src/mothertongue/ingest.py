@@ -14,7 +14,7 @@ evaluation part (the text format's `_EVAL_`) keeps it.
 
 Memory stays bounded: each record is validated, checked for duplicates, weighted, given its
 split and written as it is read (the OASST adapter alone reads its whole export first, to build
-trees). Duplicates are found by 128-bit digests, not by the text (see `ingest_ledger`: in
+trees). Duplicates are found by 128-bit digests, not by the text (see `digests`: in
 memory up to a million per set, then in a temporary SQLite file; a false duplicate has
 probability under n²/2**129 for n records), and the report's counts come from a ledger that
 holds no records.
@@ -43,8 +43,9 @@ from mothertongue.conversation import (
     stable_fraction,
     write_jsonl,
 )
+from mothertongue.digests import DigestSet, Scratch, digest
 from mothertongue.formats import FORMATS, IngestReport, detect_format
-from mothertongue.ingest_ledger import DigestSet, Ledger, Scratch, digest
+from mothertongue.ingest_ledger import Ledger
 from mothertongue.registry import UnknownName
 from mothertongue.runs import RunDir, atomic_write_json
 

@@ -1,13 +1,12 @@
-"""What ingest remembers while it streams: digests of the records seen, and where every record went.
+"""Where every record went, while ingest streams: counts, not records.
 
-    python -c "from mothertongue.ingest_ledger import digest; print(digest(('user', 'Hallo')).hex())"
+    python -c "from mothertongue.ingest_ledger import Ledger, IngestReport; print(Ledger(IngestReport()).settle())"
 
-Ingest writes each record as soon as it is read, so nothing here holds a record's text.
-`DigestSet` keeps 128-bit BLAKE2b digests in memory up to `SPILL_AT` per set and moves them
-into a temporary SQLite file (`Scratch`) beyond that, so memory stays bounded however large the
-input. Two different records share a digest with probability at most n(n-1)/2 / 2**128 for n
-records (about 1.5e-21 for a billion): a record wrongly taken for a duplicate is not a practical
-concern, and it would still be counted, never lost silently. `Ledger` counts every record read
+Ingest writes each record as soon as it is read, so nothing here holds a record's text; what it
+must remember goes into digest sets (`mothertongue.digests`: bounded in memory, spilled to a
+temporary SQLite file). A record wrongly taken for a duplicate through a digest collision
+(probability under n²/2**129 for n records) would still be counted, never lost silently.
+`Ledger` counts every record read
 as converted or skipped once; drops of outputs made from several records (OASST threads,
 Natural Instructions answers) are spooled to the scratch file and settled at the end, in the
 order the drops happened in a whole-input ingest, so the report is the same as that one's.
@@ -15,100 +14,14 @@ order the drops happened in a whole-input ingest, so the report is the same as t
 
 from __future__ import annotations
 
-import hashlib
 import json
-import marshal
-import sqlite3
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
+from mothertongue.digests import DigestSet, Scratch, digest
 from mothertongue.formats.report import EXAMPLES_PER_REASON, IngestReport
 
-# digests kept in memory per set before they move to the scratch file (about 100 MB per million)
-SPILL_AT = 1_000_000
-
-
-def digest(parts: tuple[str, ...]) -> bytes:
-    """128-bit BLAKE2b of a tuple of strings. Marshal format 2 writes each string with its length
-    and has no back-references, so equal tuples give equal bytes and different ones different
-    bytes (("a\\x00b",) and ("a", "b") differ); the digest lives only within one run."""
-    return hashlib.blake2b(marshal.dumps(parts, 2), digest_size=16).digest()
-
-
-class Scratch:
-    """A temporary SQLite file (in the stage's staging folder), opened on first use and deleted by
-    `close`; `path=None` keeps it in memory (small callers such as `read_sources`)."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            db = sqlite3.connect(str(self.path) if self.path else ":memory:", isolation_level=None)
-            # a scratch file is thrown away on any failure: no journal, no syncs, one transaction
-            db.execute("PRAGMA journal_mode=OFF")
-            db.execute("PRAGMA synchronous=OFF")
-            db.execute("PRAGMA cache_size=-32000")
-            db.execute("CREATE TABLE drops (p0 INT, p1 INT, p2 INT, seq INT, origin TEXT, reason TEXT, loc TEXT, detail TEXT)")
-            db.execute("BEGIN")
-            self._db = db
-        return self._db
-
-    def spool(self, order: tuple[int, ...], origin: tuple, reason: str, where: str, detail: str) -> None:
-        self.db.execute("INSERT INTO drops VALUES (?,?,?,?,?,?,?,?)", (*order, json.dumps(origin), reason, where, detail))
-
-    def spooled(self):
-        if self._db is None:
-            return
-        for *order, origin, reason, where, detail in self._db.execute(
-                "SELECT * FROM drops ORDER BY p0, p1, p2, seq"):
-            yield tuple(order), tuple(json.loads(origin)), reason, where, detail
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-
-
-class DigestSet:
-    """A set of 16-byte digests: a Python set up to `SPILL_AT` entries, then moved into a table
-    of the scratch file (and the Python set emptied), where later lookups also look."""
-
-    def __init__(self, scratch: Scratch, name: str):
-        self._mem: set[bytes] = set()
-        self._scratch = scratch
-        self._table = name
-        self._spill_at = SPILL_AT
-        self._spilled = False
-
-    def __contains__(self, key: bytes) -> bool:
-        if key in self._mem:
-            return True
-        return self._spilled and self._scratch.db.execute(
-            f"SELECT 1 FROM {self._table} WHERE k = ?", (key,)).fetchone() is not None
-
-    def add(self, key: bytes) -> bool:
-        """Remember key; True when it was new."""
-        mem = self._mem
-        if key in mem or self._spilled and key in self:
-            return False
-        mem.add(key)
-        if len(self._mem) >= self._spill_at:
-            self._spill()
-        return True
-
-    def _spill(self) -> None:
-        db = self._scratch.db
-        if not self._spilled:
-            db.execute(f"CREATE TABLE {self._table} (k BLOB PRIMARY KEY) WITHOUT ROWID")
-            self._spilled = True
-        db.executemany(f"INSERT INTO {self._table} VALUES (?)", ((k,) for k in sorted(self._mem)))
-        self._mem = set()
+__all__ = ["IngestReport", "Ledger", "where_of"]
 
 
 def where_of(r: Any) -> str:
@@ -139,6 +52,7 @@ class Ledger:
         self.read: list[int] = []
         self.skipped: list[int] = []  # by the adapters, per source
         self._scratch = scratch or Scratch(None)
+        self._spooled = False
         self._converted: Counter[int] = Counter()
         self._lost: Counter[int] = Counter()
         self._units = DigestSet(self._scratch, "units")
@@ -155,7 +69,21 @@ class Ledger:
             self._lost[rec.origin[0]] += 1
             self._note(reason, order, where, detail)
         else:
-            self._scratch.spool(order, rec.origin, reason, where, detail)
+            self._spool(order, rec.origin, reason, where, detail)
+
+    def _spool(self, order: tuple[int, ...], origin: tuple, reason: str, where: str, detail: str) -> None:
+        db = self._scratch.db
+        if not self._spooled:
+            db.execute("CREATE TABLE drops (p0 INT, p1 INT, p2 INT, seq INT, origin TEXT, reason TEXT, loc TEXT, detail TEXT)")
+            self._spooled = True
+        db.execute("INSERT INTO drops VALUES (?,?,?,?,?,?,?,?)", (*order, json.dumps(origin), reason, where, detail))
+
+    def _spooled_drops(self):
+        if not self._spooled:
+            return
+        for *order, origin, reason, where, detail in self._scratch.db.execute(
+                "SELECT * FROM drops ORDER BY p0, p1, p2, seq"):
+            yield tuple(order), tuple(json.loads(origin)), reason, where, detail
 
     def keep(self, rec: Any) -> None:
         """A record written to the output (copies made by a source weight are not counted)."""
@@ -190,7 +118,7 @@ class Ledger:
         """Count the records whose outputs were all dropped, hand the skips to the report, and
         return read/converted/skipped per source."""
         gone = DigestSet(self._scratch, "gone")
-        for order, origin, reason, where, detail in self._scratch.spooled():
+        for order, origin, reason, where, detail in self._spooled_drops():
             src = origin[0]
             lost = [k for k in (_unit(src, u) for u in origin[1:]) if k not in self._units and k not in gone]
             for k in lost:

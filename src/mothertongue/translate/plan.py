@@ -31,6 +31,7 @@ from mothertongue.conversation import (
     read_documents,
     read_pairs,
 )
+from mothertongue.digests import DigestSet, digest
 from mothertongue.engines import Engine, load_engine
 from mothertongue.engines.catalogue import Leg, route
 from mothertongue.engines.memory import LegMemory, Memory
@@ -105,13 +106,19 @@ class Plan:
             self.engines[leg.model].settings_key(self.recipe.translate.beam_size), leg
         )
 
-    def direct_segments(self, skipped: dict[str, int]) -> Iterator[tuple[str, Leg, list[str]]]:
+    def direct_segments(self, skipped: dict[str, int], seen: DigestSet | None = None) -> Iterator[tuple[str, Leg, list[str]]]:
         """(source language, its one leg, its distinct segments) for every directly routed source
         language; a pivoted one is counted in `skipped` instead (the checks that score segments
-        against their source, round trip and quality estimation, score one leg only)."""
+        against their source, round trip and quality estimation, score one leg only). With
+        `seen` (one set per check, kept by the stage across chunks), a segment already yielded
+        or counted for an earlier chunk is left out, so the checks count distinct segments."""
         for src, legs in self.routes.items():
+            if not legs:
+                continue
             segments = sorted({s for u in self.units if u.src == src and u.doc for s in u.doc.segments()})
-            if not legs or not segments:
+            if seen is not None:
+                segments = [s for s in segments if seen.add(digest((src, s)))]
+            if not segments:
                 continue
             if len(legs) > 1:
                 skipped[f"{src}->{self.target} (pivoted)"] = len(segments)

@@ -28,6 +28,7 @@ import hashlib
 import json
 import re
 
+from mothertongue.digests import DigestSet
 from mothertongue.engines.memory import Memory
 from mothertongue.engines.remote import RemoteEngine
 from mothertongue.languages import english_name
@@ -78,13 +79,14 @@ def load_judge(plan: Plan) -> Judge:
     return plan.engines[JUDGE]
 
 
-def score(plan: Plan, memory: Memory) -> dict:
+def score(plan: Plan, memory: Memory, seen: DigestSet | None = None) -> dict:
     """Ask the judge about every directly routed segment it has not scored; flag those under the
-    threshold. Returns counts that add up over chunks (`summary` makes the report's section)."""
+    threshold; segments in `seen` (scored for an earlier chunk of the run) are left out. Returns
+    counts that add up over chunks (`summary` makes the report's section)."""
     q = plan.recipe.translate.quality_estimation
     prompt, key = q.prompt or DEFAULT_PROMPT, judge_key(plan)
     counts: dict = {"scored": 0, "asked": 0, "unparsed": 0, "flagged": 0, "score_sum": 0.0, "skipped": {}}
-    for src, leg, segments in plan.direct_segments(counts["skipped"]):
+    for src, leg, segments in plan.direct_segments(counts["skipped"], seen):
         store = plan.store(memory, leg)
         forward = store.get(segments)
         stored = store.scores(forward)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mothertongue.digests import DigestSet
 from mothertongue.engines import load_engine
 from mothertongue.engines.catalogue import Leg, direct_model
 from mothertongue.engines.memory import Memory
@@ -37,15 +38,16 @@ def reverse_leg(plan: Plan, leg: Leg) -> Leg | None:
     return Leg(leg.tgt, leg.src, model) if model else None
 
 
-def score(plan: Plan, memory: Memory) -> dict:
-    """Back-translate and score every directly routed segment of the plan; returns counts that
-    add up over chunks (`summary` makes the report's section of them)."""
+def score(plan: Plan, memory: Memory, seen: DigestSet | None = None) -> dict:
+    """Back-translate and score every directly routed segment of the plan (those not in `seen`,
+    the segments an earlier chunk of the run scored); returns counts that add up over chunks
+    (`summary` makes the report's section of them)."""
     from sacrebleu.metrics import CHRF
 
     t = plan.recipe.translate
     chrf = CHRF()
     counts: dict = {"scored": 0, "flagged": 0, "chrf_sum": 0.0, "skipped": {}}
-    for src, leg, segments in plan.direct_segments(counts["skipped"]):
+    for src, leg, segments in plan.direct_segments(counts["skipped"], seen):
         back = reverse_leg(plan, leg)
         if back is None:
             counts["skipped"][f"{src}->{plan.target} (no {plan.target}->{src} model)"] = len(segments)

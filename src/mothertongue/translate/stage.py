@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from mothertongue.config import Recipe
+from mothertongue.digests import DigestSet, Scratch
 from mothertongue.engines.memory import Memory
 from mothertongue.runs import RunDir, StageError, atomic_write_json
 from mothertongue.translate import qe, roundtrip
@@ -51,6 +52,9 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     merged: list[str] = []
     round_trip: dict = {}
     judged: dict = {}
+    # the segments each check has scored in an earlier chunk: a repeat is counted once
+    scratch = Scratch(out / ".scored.sqlite")
+    scored = {"round_trip": DigestSet(scratch, "round_trip"), "qe": DigestSet(scratch, "qe")}
     try:
         for k, data in enumerate(read_chunks(rundir, recipe.translate.chunk_records)):
             plan = make_plan(recipe, rundir, data=data, engines=engines)
@@ -62,13 +66,14 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
             executor = executor or make_executor(recipe, engines)
             stats.update(execute(plan, memory, executor=executor))
             if recipe.translate.round_trip.enabled:  # before assembly: it may flag segments
-                round_trip = add_reports(round_trip, roundtrip.score(plan, memory))
+                round_trip = add_reports(round_trip, roundtrip.score(plan, memory, scored["round_trip"]))
             if recipe.translate.quality_estimation.enabled:
-                judged = add_reports(judged, qe.score(plan, memory))
+                judged = add_reports(judged, qe.score(plan, memory, scored["qe"]))
             report = cap_flagged(add_reports(report, assemble(plan, memory, out, append=k > 0)))
             routes.update(routes_summary(plan))
             report["chunks"] = k + 1
     finally:
+        scratch.close()
         if executor is not None:
             executor.close()
         if memory is not None:
