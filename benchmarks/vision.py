@@ -10,16 +10,16 @@ stage 1 (projector only) and stage 2 (projector + language model, full), each wi
 features cached (`cache_features: true`, the default: encoded once per image, then read from a
 file) and with the images decoded, processed and encoded every step. images/s counts training
 images per second of the whole `fit_stage` call, building the cache included; the cache's own
-time and size are listed beside it. Peak memory is the process's peak RSS (and the GPU's peak
-allocation where there is one).
+time and size are listed beside it. Memory: the process's RSS before training and its peak while
+training (sampled every 5 ms), and the GPU's peak allocation where there is one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -56,6 +56,32 @@ vision:
 CONFIGS = [("1", False), ("1", True), ("2", False), ("2", True)]
 
 
+class PeakRSS:
+    """Samples this process's resident memory every 5 ms while in the `with` block (MB)."""
+
+    def __enter__(self):
+        import threading
+
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._rss())
+
+    @staticmethod
+    def _rss() -> float:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def prepare(folder: Path, steps: int, batch: int) -> Path:
     """Synthetic data and encoder, and a tiny text run up to train; returns the recipe."""
     from mothertongue.config import load_recipe
@@ -66,8 +92,9 @@ def prepare(folder: Path, steps: int, batch: int) -> Path:
     recipe = folder / "shapes.yaml"
     recipe.write_text(RECIPE.format(run=folder / "run", steps=steps, batch=batch), encoding="utf-8")
     r = load_recipe(recipe, TINY)
-    for stage in ("ingest", "build", "train"):
-        run_stage(r, stage, log=lambda m: None)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is the table
+        for stage in ("ingest", "build", "train"):
+            run_stage(r, stage, log=lambda m: None)
     return recipe
 
 
@@ -93,29 +120,24 @@ def one(recipe_path: Path, stage: str, cached: bool, out: Path) -> dict:
     (freeze_for_stage1 if stage == "1" else unfreeze_for_stage2)(model)
     cfg = getattr(recipe.vision, f"stage{stage}").model_copy(update={"cache_features": cached})
     built = {}
-    if cached:  # time the cache on its own too (fit_stage reuses this one: same images, same key)
-        from mothertongue.vision.features import build_cache
-
+    with PeakRSS() as watch:
         t = time.perf_counter()
-        cache = build_cache(
-            model,
-            processor,
-            recipe,
-            [e["images"][0] for e in examples],
-            out / "features",
-            batch_size=cfg.batch_size,
+        if cached:  # timed on its own too; fit_stage then finds it (same images, same key)
+            from mothertongue.vision.features import build_cache
+
+            refs = [ref for e in examples for ref in e["images"]]
+            cache = build_cache(
+                model, processor, recipe, refs, out / "features", batch_size=cfg.batch_size
+            )
+            built = {
+                "cache_s": time.perf_counter() - t,
+                "cache_mb": (out / "features" / "features.bin").stat().st_size / 1e6,
+                "images": len(cache.index),
+            }
+        _, _, summary = fit_stage(
+            recipe, cfg, model, processor, examples, out / "stage", out / "features"
         )
-        built = {
-            "cache_s": time.perf_counter() - t,
-            "cache_mb": (out / "features" / "features.bin").stat().st_size / 1e6,
-            "images": len(cache.index),
-        }
-    t = time.perf_counter()
-    _, _, summary = fit_stage(
-        recipe, cfg, model, processor, examples, out / "stage", out / "features"
-    )
-    wall = time.perf_counter() - t + built.get("cache_s", 0.0)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        wall = time.perf_counter() - t
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {
         "stage": stage,
@@ -123,7 +145,8 @@ def one(recipe_path: Path, stage: str, cached: bool, out: Path) -> dict:
         "steps": summary["steps"],
         "images_per_s": summary["steps"] * cfg.batch_size / wall,
         "wall_s": wall,
-        "peak_rss_mb": rss,
+        "rss_before_mb": watch.start,
+        "peak_rss_mb": watch.peak,
         "peak_gpu_mb": gpu,
         "final_loss": summary["final_loss"],
         **built,
@@ -133,7 +156,7 @@ def one(recipe_path: Path, stage: str, cached: bool, out: Path) -> dict:
 def table(rows: list[dict]) -> str:
     base = {r["stage"]: r["images_per_s"] for r in rows if not r["cached"]}
     lines = [
-        "| stage | encoder features | images/s | speed-up | wall s | peak RSS MB | cache (build s, MB) | final loss |",
+        "| stage | encoder features | images/s | speed-up | wall s | RSS MB: before -> peak | cache (build s, MB) | final loss |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -145,7 +168,8 @@ def table(rows: list[dict]) -> str:
         gpu = f" (GPU {r['peak_gpu_mb']:.0f})" if r["peak_gpu_mb"] is not None else ""
         lines.append(
             f"| {r['stage']} | {'cached' if r['cached'] else 'encoded every step'} | {r['images_per_s']:.0f} | "
-            f"{r['images_per_s'] / base[r['stage']]:.2f}x | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f}{gpu} | "
+            f"{r['images_per_s'] / base[r['stage']]:.2f}x | {r['wall_s']:.1f} | "
+            f"{r['rss_before_mb']:.0f} -> {r['peak_rss_mb']:.0f}{gpu} | "
             f"{cache} | {r['final_loss']:.4f} |"
         )
     return "\n".join(lines)
