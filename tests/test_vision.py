@@ -32,7 +32,7 @@ vision:
 """
 
 
-def write_recipe(folder: Path, run_dir: Path, s1: int = 20, s2: int = 600, save: int = 200) -> Path:
+def write_recipe(folder: Path, run_dir: Path, s1: int = 300, s2: int = 600, save: int = 200) -> Path:
     p = folder / f"{run_dir.name}.yaml"
     p.write_text(
         f"name: shapes\nrun_dir: {run_dir}\nlanguage: de\n"
@@ -110,8 +110,9 @@ def test_trained_images_are_captioned_right(vision_run, shapes):
 
 
 def test_heldout_combinations(vision_run, shapes):
-    """Colour/shape/background combinations never trained on. Measured: 16 of 20 right (the
-    issue asks for 90%; this tiny model reaches 80% in the test's 600 steps, and ~85% at 1000)."""
+    """Colour/shape/background combinations never trained on: at least 90% exactly right. Measured
+    with four seeds (synthetic.make seed 0-3, recipe seed 42, 1, 2, 3): 19, 20, 19 and 20 of 20;
+    with 20 stage-1 steps instead of 300, seeds 0 and 1: 18 and 20 of 20."""
     from mothertongue.models import load_model
 
     _, run = vision_run
@@ -120,7 +121,7 @@ def test_heldout_combinations(vision_run, shapes):
     with one_thread():
         got = [_caption(model, info.processor, stops, shapes / "shapes" / r["image"]) for r in rows]
     right = sum(g == r["caption"] for g, r in zip(got, rows, strict=True))
-    assert right / len(rows) >= 0.75, list(zip(got, [r["caption"] for r in rows], strict=True))
+    assert right / len(rows) >= 0.9, list(zip(got, [r["caption"] for r in rows], strict=True))
 
 
 def test_saved_model_reloads_with_from_pretrained_and_card(vision_run):

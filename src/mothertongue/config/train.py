@@ -116,6 +116,9 @@ class VisionSourceConfig(Strict):
         "auto", description="llava: {image, conversations}; openai: {messages} with image_url parts; captions: image,caption rows."
     )
     limit: int | None = Field(None, gt=0, description="Read at most this many records.")
+    lang: str | None = Field(
+        None, description="Language of the text (e.g. en). With translate.enabled, text not in the recipe's language is "
+        "machine-translated like ingested text; default: translate.source_lang, else detected.")
 
 
 class VisionTrainConfig(Strict):

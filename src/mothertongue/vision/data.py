@@ -210,8 +210,11 @@ def read_source(recipe: Recipe, src: VisionSourceConfig, report: IngestReport) -
                 report.skip(where, e.reason, str(e))
                 continue
             text = "\x1f".join(m["content"] for m in msgs)
-            out.append({"id": stable_id(name, text, *refs), "messages": msgs, "images": refs,
-                        "source": name, "loc": where})
+            rec = {"id": stable_id(name, text, *refs), "messages": msgs, "images": refs, "source": name, "loc": where,
+                   "lang": src.lang}
+            if fmt == "captions":  # the question is ours, already in the target language
+                rec["in_target"] = [0]
+            out.append(rec)
             report.converted += 1
     return out
 

@@ -6,7 +6,8 @@ train it in two stages. Runs after train when the recipe has a `vision:` section
     mothertongue chat runs/vision_de --image photo.jpg
 
 Reads the image data (`vision.captions`, `vision.instructions`; skips counted in
-`vision/data_report.json`), `train/` (the tuned model, LoRA merged) and `build/train.jsonl` (the
+`vision/data_report.json`; with translate.enabled its text is machine-translated like ingested
+text, see translate.py), `train/` (the tuned model, LoRA merged) and `build/train.jsonl` (the
 text-only mix). Writes `vision/model/` (a LlavaForConditionalGeneration with its processor, chat
 template, generation config and model card; loads with `from_pretrained`), `vision/stage1/`
 (the trained projector weights), `vision/loss.json` and `vision/loss.png`. The frozen encoder runs
@@ -70,7 +71,6 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     from mothertongue.models import read_template_info
     from mothertongue.train import plot_loss
     from mothertongue.vision.compose import compose, save
-    from mothertongue.vision.data import read_sources
     from mothertongue.vision.train import encode_examples, text_mix_rows
 
     v = recipe.vision
@@ -80,13 +80,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     build_dir = rundir.require("build", "vision")
     if not v.captions:
         raise StageError("vision.captions: no image-caption sources listed; stage 1 trains on them")
-    captions, rep1 = read_sources(recipe, v.captions)
-    instructions, rep2 = read_sources(recipe, v.instructions) if v.instructions else (captions, None)
-    atomic_write_json(out / "data_report.json", {"captions": rep1.to_dict(), "instructions": rep2.to_dict() if rep2 else "the captions"})
-    if not captions:
-        raise DataError(f"vision.captions: no usable image-caption pairs (skipped: {dict(rep1.skipped)})")
-    if not instructions:
-        raise DataError(f"vision.instructions: no usable conversations (skipped: {dict(rep2.skipped)})")
+    captions, instructions, rep1, rep2 = read_data(recipe, rundir, out)
 
     model, processor, stop_ids = compose(recipe, rundir)
     info = read_template_info(rundir.tuned_dir)
@@ -125,6 +119,32 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     print(f"[vision] stage 1: {s1['steps']} steps, loss {s1['first_loss']} -> {s1['final_loss']}; "
           f"stage 2: {s2['steps']} steps, loss {s2['first_loss']} -> {s2['final_loss']}")
     return summary
+
+
+def read_data(recipe: Recipe, rundir: RunDir, out: Path):
+    """(captions, instructions, their read reports): read, with translate.enabled machine-translated
+    into the recipe's language (vision/translate.py; outputs in out/translate); the counts go to
+    out/data_report.json."""
+    from mothertongue.vision.data import read_sources
+
+    v = recipe.vision
+    captions, rep1 = read_sources(recipe, v.captions)
+    instructions, rep2 = read_sources(recipe, v.instructions) if v.instructions else (captions, None)
+    report = {"captions": rep1.to_dict(), "instructions": rep2.to_dict() if rep2 else "the captions"}
+    if recipe.translate.enabled and (captions or instructions):
+        from mothertongue.vision.translate import translate_records
+
+        both = {r["id"]: r for r in captions + (instructions if rep2 else [])}
+        done, report["translation"] = translate_records(recipe, rundir, list(both.values()), out / "translate")
+        by_id = {r["id"]: r for r in done}
+        captions = [by_id[r["id"]] for r in captions if r["id"] in by_id]
+        instructions = [by_id[r["id"]] for r in instructions if r["id"] in by_id] if rep2 else captions
+    atomic_write_json(out / "data_report.json", report)
+    if not captions:
+        raise DataError(f"vision.captions: no usable image-caption pairs (skipped: {dict(rep1.skipped)})")
+    if not instructions:
+        raise DataError(f"vision.instructions: no usable conversations (skipped: {dict(rep2.skipped)})")
+    return captions, instructions, rep1, rep2
 
 
 def write_card(recipe: Recipe, path: Path, summary: dict) -> None:

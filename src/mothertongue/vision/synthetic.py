@@ -49,7 +49,9 @@ def _draw_rgb(shape: str, fill: tuple, ground: tuple, rng: random.Random, size: 
     if shape == "Kreis":
         d.ellipse(box, fill=fill)
     elif shape == "Kreuz":
-        w = r // 2
+        # Thin arms leave the diagonals empty where a circle is filled: with arms half as wide as
+        # the shape, 8 px patches saw crosses and circles alike and new colours swapped them.
+        w = r // 4
         d.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
         d.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
     else:
