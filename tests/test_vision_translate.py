@@ -75,7 +75,7 @@ def test_captions_and_conversations_are_translated_images_stay_out_of_the_memory
     assert conv["source_messages"][1]["content"] == answer and len(conv["images"]) == 2
 
     report = json.loads((out / "data_report.json").read_text(encoding="utf-8"))["translation"]
-    assert report["kept"] == report["records"] == 4 and not report["flagged"]
+    assert report["kept"] == report["records"] == 4 and report["flagged_count"] == 0
     assert report["segments"]["translated"] > 0
     with sqlite3.connect(memory_path(recipe)) as db:
         rows = [str(v) for t, in db.execute("select name from sqlite_master where type='table'")

@@ -73,6 +73,7 @@ def translate_records(
         "passthrough_messages": assembled["passthrough_messages"],
         "segments": dict(segments),
         "flagged": assembled["flagged"],
+        "flagged_count": assembled["flagged_count"],
         "flagged_kept": assembled["flagged_kept"],
     }
     return kept, report
