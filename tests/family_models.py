@@ -56,6 +56,28 @@ FAMILIES = {f.name: f for f in [
 ]}
 
 
+def one_thread():
+    """A module fixture's body: torch and CTranslate2 on one thread while the module runs. These
+    models are tiny and the CPU is shared: with more threads every small matrix multiply
+    spin-waits for a busy core. At load 4-5 on 2 cores, torch generated 3-10x slower on two
+    threads than on one, and a CTranslate2 Generator on its default threads took 0.5-18 s for what
+    one thread does in 0.06 s (measured). CTranslate2 reads OMP_NUM_THREADS when a Generator or
+    Translator is made; subprocesses (llama.cpp's converter) inherit it."""
+    import os
+
+    import torch
+
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(before)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
+
+
 def shrunk_config(folder: Path, fam: Family):
     from transformers import AutoConfig
 

@@ -19,10 +19,23 @@ from pathlib import Path
 import pytest
 
 from conftest import run_recipe
-from family_models import ANSWER, FAMILIES, make_base, recipe_overrides, write_data, write_recipe
+from family_models import (
+    ANSWER,
+    FAMILIES,
+    make_base,
+    one_thread,
+    recipe_overrides,
+    write_data,
+    write_recipe,
+)
 
 pytestmark = [pytest.mark.real_models, pytest.mark.slow]
 NAMES = list(FAMILIES)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    yield from one_thread()
 
 
 class Built:

@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from family_models import TOKENIZERS
+from family_models import TOKENIZERS, one_thread
 
 pytestmark = pytest.mark.real_models
 MT = {"en-mg": "opus-mt-en-mg", "zh-en": "opus-mt-zh-en", "m2m100": "m2m100-418m"}
@@ -23,6 +23,11 @@ FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "spec
          "source.spm", "target.spm", "sentencepiece.bpe.model", "added_tokens.json")
 TEXT = ("The weather in Munich is nice today. We walk to the old town and drink coffee; "
         "then we take the train home at 5 p.m. because it gets cold.")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    yield from one_thread()
 
 
 def _shrink(cfg):

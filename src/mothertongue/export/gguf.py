@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -199,6 +200,34 @@ def _tensors_and_template(path: Path) -> tuple[int, bool]:
     return len(tensor_names), "tokenizer.chat_template" in metadata
 
 
+@contextmanager
+def _parsed_once():
+    """Transformers' GGUF loader parses a file's metadata with gguf-py's GGUFReader three times for
+    one tokenizer and model (the tokenizer's config, the model's config, the weights) for every
+    architecture its newer reader does not cover (Llama, Qwen2, GPT-2, Phi-3...). GGUFReader turns
+    each vocabulary string and merge into numpy views: over 10 s per parse for a 150k vocabulary
+    (Qwen2.5), about two thirds of loading such a file back. A reader only reads its memory map,
+    so within this block every load of a path shares the first one's."""
+    import gguf
+
+    made: dict = {}
+    original = gguf.GGUFReader
+
+    def shared(path, mode="r"):
+        key = (os.path.realpath(path), mode)
+        if mode != "r":
+            return original(path, mode)
+        if key not in made:
+            made[key] = original(path, mode)
+        return made[key]
+
+    gguf.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def to_gguf(
     merged_dir: Path,
     out_file: Path,
@@ -268,10 +297,11 @@ def to_gguf(
 
     # The file as Transformers reads it: tokenizer rebuilt from its vocabulary, weights dequantized.
     try:
-        tok = AutoTokenizer.from_pretrained(out_file.parent, gguf_file=out_file.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            out_file.parent, gguf_file=out_file.name, dtype=torch.float32
-        ).eval()
+        with _parsed_once():
+            tok = AutoTokenizer.from_pretrained(out_file.parent, gguf_file=out_file.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                out_file.parent, gguf_file=out_file.name, dtype=torch.float32
+            ).eval()
     except (ValueError, RuntimeError, KeyError, NotImplementedError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         out_file.unlink(missing_ok=True)
