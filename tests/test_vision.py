@@ -24,6 +24,7 @@ vision:
   encoder: shapes/encoder
   captions:
     - path: shapes/captions.csv
+  heldout: {heldout}
   text_mix: 0.1
   adapter: full
   max_image_pixels: 5000
@@ -32,14 +33,14 @@ vision:
 """
 
 
-def write_recipe(folder: Path, run_dir: Path, s1: int = 300, s2: int = 600, save: int = 200) -> Path:
+def write_recipe(folder: Path, run_dir: Path, s1: int = 300, s2: int = 600, save: int = 200, scored: bool = True) -> Path:
     p = folder / f"{run_dir.name}.yaml"
     p.write_text(
         f"name: shapes\nrun_dir: {run_dir}\nlanguage: de\n"
         "ingest:\n  sources:\n    - path: shapes/text.txt\n      format: text\n"
         "build:\n  system_prompt: none\n"
         "train:\n  max_steps: 20\n  adapter: full\n  learning_rate: 0.003\n  batch_size: 8\n"
-        "evaluate:\n  enabled: false\n" + VISION.format(s1=s1, s2=s2, save=save), encoding="utf-8")
+        "evaluate:\n  enabled: false\n" + VISION.format(s1=s1, s2=s2, save=save, heldout="[{path: shapes/heldout.csv}]" if scored else "[]"), encoding="utf-8")
     return p
 
 
@@ -122,6 +123,11 @@ def test_heldout_combinations(vision_run, shapes):
         got = [_caption(model, info.processor, stops, shapes / "shapes" / r["image"]) for r in rows]
     right = sum(g == r["caption"] for g, r in zip(got, rows, strict=True))
     assert right / len(rows) >= 0.9, list(zip(got, [r["caption"] for r in rows], strict=True))
+    # the stage's own scorecard on the same images agrees, and another image changes the caption
+    card = json.loads((run / "vision" / "scorecard.json").read_text(encoding="utf-8"))
+    assert card["examples"] == len(rows) and card["exact_match"] == pytest.approx(right / len(rows))
+    assert card["chrf"] > 90 and card["image_swaps"] == len(rows) and card["image_dependence"] >= 0.9
+    assert "Held-out scorecard" in (run / "vision" / "model" / "README.md").read_text(encoding="utf-8")
 
 
 def test_saved_model_reloads_with_from_pretrained_and_card(vision_run):
@@ -330,7 +336,7 @@ def _copy_run(shapes: Path, run: Path, name: str, **kw) -> tuple[Path, Path]:
     dest = shapes / f"run_{name}"
     for stage in ("ingest", "build", "train"):
         shutil.copytree(run / stage, dest / stage)
-    return write_recipe(shapes, dest, **kw), dest
+    return write_recipe(shapes, dest, scored=False, **kw), dest
 
 
 def test_stage2_with_lora_saves_a_merged_model(vision_run, shapes):

@@ -117,3 +117,22 @@ def test_image_urls_open_only_what_is_allowed(tmp_path):
             open_image_url(bad)
         assert e.value.reason == reason and "\n" not in str(e.value)
     assert open_image_url(f"file://{tmp_path / 'a.png'}", allow_local=True).size == (16, 16)
+
+
+def test_an_image_replaced_in_place_makes_the_stage_stale(tmp_path):
+    """The data file is unchanged, the image behind one of its paths is not: the vision stage's
+    fingerprint changes (a finished stage is redone, a partial one starts over)."""
+    import os
+
+    from mothertongue.runs import RunDir, fingerprint
+
+    _png(tmp_path / "a.png")
+    (tmp_path / "c.csv").write_text("image,caption\na.png,Ein roter Kreis.\n", encoding="utf-8")
+    recipe = _recipe(tmp_path, "    - path: c.csv\n")
+    run = RunDir(tmp_path / "run")
+    before = fingerprint(recipe, run, "vision")
+    assert fingerprint(recipe, run, "vision") == before  # nothing changed: current
+    stat = os.stat(tmp_path / "a.png")
+    _png(tmp_path / "a.png", colour=(0, 200, 0))
+    os.utime(tmp_path / "a.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a coarse clock
+    assert fingerprint(recipe, run, "vision") != before

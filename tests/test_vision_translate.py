@@ -61,7 +61,7 @@ def test_captions_and_conversations_are_translated_images_stay_out_of_the_memory
     recipe = load_recipe(recipe_path)
     out = tmp_path / "run" / "vision.partial"
     out.mkdir(parents=True)
-    caps, instr, _, _ = read_data(recipe, RunDir(tmp_path / "run"), out)
+    caps, instr, _, _, _ = read_data(recipe, RunDir(tmp_path / "run"), out)
 
     assert [c["messages"][1]["content"] for c in caps] == [to_xx(c) for c in captions]
     # the question the captions format wrote is in the target language already: not translated
@@ -85,7 +85,7 @@ def test_captions_and_conversations_are_translated_images_stay_out_of_the_memory
         v for v in rows if ".png" in v or "<image>" in v or "image/" in v
     ]  # ...and nothing of the images
 
-    again, _, _, _ = read_data(recipe, RunDir(tmp_path / "run"), out)
+    again, *_ = read_data(recipe, RunDir(tmp_path / "run"), out)
     assert [c["messages"] for c in again] == [c["messages"] for c in caps]
     rerun = json.loads((out / "data_report.json").read_text(encoding="utf-8"))["translation"]
     assert rerun["segments"].get("translated", 0) == 0  # every segment from the memory

@@ -87,9 +87,18 @@ def _translate_files(recipe: Recipe) -> dict:
 
 
 def _vision_files(recipe: Recipe) -> dict:
+    """The data files, the images they name (replaced in place: stale) and, when the stage
+    machine-translates the vision text, the translate settings."""
+    from mothertongue.vision.data import images_signature
+
     v = recipe.vision
-    paths = [recipe.resolve_path(s.path) for s in [*v.captions, *v.instructions]] if v else []
-    return {"vision_files": [file_signature(p) if p.exists() else str(p) for p in paths]}
+    paths = [recipe.resolve_path(s.path) for s in [*v.captions, *v.instructions, *v.heldout]] if v else []
+    out = {"vision_files": [file_signature(p) if p.exists() else str(p) for p in paths]}
+    if v:
+        out["vision_images"] = images_signature(recipe)
+    if v and recipe.translate.enabled:
+        out["vision_translate"] = recipe.dump()["translate"]
+    return out
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,9 @@ class VisionConfig(Strict):
     instructions: list[VisionSourceConfig] = Field(
         default_factory=list, description="Stage 2 data: visual instruction conversations (default: the captions)."
     )
+    heldout: list[VisionSourceConfig] = Field(
+        default_factory=list, description="Held-out image-text data scored after training (vision/scorecard.json): exact "
+        "match and chrF of greedy replies, and how often another image changes the reply.")
     text_mix: float = Field(
         0.1, ge=0, lt=1, description="Share of stage 2 examples that are text-only target-language conversations (build/train.jsonl)."
     )

@@ -173,7 +173,8 @@ def load_image(ref: str, recipe: Recipe):
     return open_image(ref, v.max_image_pixels, v.max_image_bytes)
 
 
-def read_source(recipe: Recipe, src: VisionSourceConfig, report: IngestReport) -> list[dict]:
+def read_source(recipe: Recipe, src: VisionSourceConfig, report: IngestReport, open_images: bool = True) -> list[dict]:
+    """The records of one source; `open_images=False` lists them without opening their images."""
     v = recipe.vision
     root = recipe.resolve_path(src.path)
     if not root.exists():
@@ -204,7 +205,7 @@ def read_source(recipe: Recipe, src: VisionSourceConfig, report: IngestReport) -
                 continue
             refs = [resolve_image(i, path.parent) for i in images]
             try:
-                for ref in refs:
+                for ref in refs if open_images else ():
                     load_image(ref, recipe)
             except ImageProblem as e:
                 report.skip(where, e.reason, str(e))
@@ -226,3 +227,27 @@ def read_sources(recipe: Recipe, sources: list[VisionSourceConfig], on_error: st
     for src in sources:
         records += read_source(recipe, src, report)
     return records, report
+
+
+def images_signature(recipe: Recipe) -> str:
+    """A digest of every local image the vision data names: path, size and modification time (not
+    the bytes: a stat per image, so checking whether the stage is current stays cheap). An image
+    replaced in place changes it, and so the stage's fingerprint."""
+    import hashlib
+    import os
+
+    v = recipe.vision
+    h = hashlib.sha256()
+    for src in [*v.captions, *v.instructions, *v.heldout]:
+        try:
+            records = read_source(recipe, src, IngestReport("skip"), open_images=False)
+        except (DataError, OSError, ValueError) as e:  # the stage itself reports it
+            h.update(f"{src.path}: {e}".encode())
+            continue
+        for ref in sorted({ref for r in records for ref in r["images"] if not ref.startswith("data:")}):
+            try:
+                st = os.stat(ref)
+                h.update(f"{ref}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{ref}\0missing\n".encode())
+    return h.hexdigest()[:16]

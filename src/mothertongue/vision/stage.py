@@ -10,9 +10,10 @@ Reads the image data (`vision.captions`, `vision.instructions`; skips counted in
 text, see translate.py), `train/` (the tuned model, LoRA merged) and `build/train.jsonl` (the
 text-only mix). Writes `vision/model/` (a LlavaForConditionalGeneration with its processor, chat
 template, generation config and model card; loads with `from_pretrained`), `vision/stage1/`
-(the trained projector weights), `vision/loss.json` and `vision/loss.png`. The frozen encoder runs
-once per image (`vision.partial/features/`, see features.py; removed when the stage is done). A
-kill in either stage resumes from its last checkpoint; a finished stage 1 is not redone.
+(the trained projector weights), `vision/loss.json`, `vision/loss.png` and, with `vision.heldout`,
+`vision/scorecard.json` (scorecard.py). The frozen encoder runs once per image
+(`vision.partial/features/`, see features.py; removed when the stage is done). A kill in either
+stage resumes from its last checkpoint; a finished stage 1 is not redone.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
     build_dir = rundir.require("build", "vision")
     if not v.captions:
         raise StageError("vision.captions: no image-caption sources listed; stage 1 trains on them")
-    captions, instructions, rep1, rep2 = read_data(recipe, rundir, out)
+    captions, instructions, heldout, rep1, rep2 = read_data(recipe, rundir, out)
 
     model, processor, stop_ids = compose(recipe, rundir)
     info = read_template_info(rundir.tuned_dir)
@@ -109,6 +110,12 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
         "image_tokens": model.config.image_seq_length,
         "projector": v.projector, "adapter": v.adapter,
     }
+    if heldout:
+        from mothertongue.vision.scorecard import score
+
+        card = score(recipe, model, processor, stop_ids, heldout, system)
+        atomic_write_json(out / "scorecard.json", card)
+        summary["scorecard"] = {k: card[k] for k in ("examples", "exact_match", "chrf", "image_dependence")}
     write_card(recipe, model_dir / "README.md", summary)
     atomic_write_json(out / "loss.json", {"stage1": hist1, "stage2": hist2})
     offset = s1["steps"] or 0
@@ -122,29 +129,33 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
 
 
 def read_data(recipe: Recipe, rundir: RunDir, out: Path):
-    """(captions, instructions, their read reports): read, with translate.enabled machine-translated
-    into the recipe's language (vision/translate.py; outputs in out/translate); the counts go to
-    out/data_report.json."""
+    """(captions, instructions, held-out records, the captions' and instructions' read reports):
+    read, with translate.enabled machine-translated into the recipe's language
+    (vision/translate.py; outputs in out/translate); the counts go to out/data_report.json."""
     from mothertongue.vision.data import read_sources
 
     v = recipe.vision
     captions, rep1 = read_sources(recipe, v.captions)
     instructions, rep2 = read_sources(recipe, v.instructions) if v.instructions else (captions, None)
+    heldout, rep3 = read_sources(recipe, v.heldout) if v.heldout else ([], None)
     report = {"captions": rep1.to_dict(), "instructions": rep2.to_dict() if rep2 else "the captions"}
-    if recipe.translate.enabled and (captions or instructions):
+    if rep3:
+        report["heldout"] = rep3.to_dict()
+    if recipe.translate.enabled and (captions or instructions or heldout):
         from mothertongue.vision.translate import translate_records
 
-        both = {r["id"]: r for r in captions + (instructions if rep2 else [])}
-        done, report["translation"] = translate_records(recipe, rundir, list(both.values()), out / "translate")
+        every = {r["id"]: r for r in captions + (instructions if rep2 else []) + heldout}
+        done, report["translation"] = translate_records(recipe, rundir, list(every.values()), out / "translate")
         by_id = {r["id"]: r for r in done}
         captions = [by_id[r["id"]] for r in captions if r["id"] in by_id]
         instructions = [by_id[r["id"]] for r in instructions if r["id"] in by_id] if rep2 else captions
+        heldout = [by_id[r["id"]] for r in heldout if r["id"] in by_id]
     atomic_write_json(out / "data_report.json", report)
     if not captions:
         raise DataError(f"vision.captions: no usable image-caption pairs (skipped: {dict(rep1.skipped)})")
     if not instructions:
         raise DataError(f"vision.instructions: no usable conversations (skipped: {dict(rep2.skipped)})")
-    return captions, instructions, rep1, rep2
+    return captions, instructions, heldout, rep1, rep2
 
 
 def write_card(recipe: Recipe, path: Path, summary: dict) -> None:
@@ -157,6 +168,11 @@ def write_card(recipe: Recipe, path: Path, summary: dict) -> None:
     if recipe.base_model != "tiny":
         meta["base_model"] = recipe.base_model
     s1, s2 = summary["stage1"], summary["stage2"]
+    sc = summary.get("scorecard")
+    scorecard = "" if not sc else (
+        f"\n## Held-out scorecard\n{sc['examples']} held-out examples, greedy replies: exact match "
+        f"{sc['exact_match']:.1%}, chrF {sc['chrf']}, replies changed by another image: "
+        f"{'n/a' if sc['image_dependence'] is None else format(sc['image_dependence'], '.1%')}.\n")
     body = f"""# {recipe.name} (vision)
 
 A {recipe.language} vision-language model composed by mothertongue: the image encoder `{v.encoder}`,
@@ -170,7 +186,7 @@ LLaVA architecture (`LlavaForConditionalGeneration`).
 | 2 | projector + language model ({v.adapter}) | {s2['examples']} ({s2['text_only_examples']} text-only) | {s2['steps']} | {s2['first_loss']} -> {s2['final_loss']} |
 
 Image features: layer {v.feature_layer}, {summary['image_tokens']} tokens per image. Images skipped: {summary['skipped'] or 'none'}.
-
+{scorecard}
 ## Use
 ```python
 from transformers import AutoProcessor, LlavaForConditionalGeneration
