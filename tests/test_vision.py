@@ -312,7 +312,7 @@ def test_stage2_resumes_after_a_kill(vision_run, shapes):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = dest / "vision.partial" / "stage2" / "checkpoints" / "checkpoint-4" / "trainer_state.json"
     deadline = time.time() + 600
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+    while not _whole_json(marker) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -327,6 +327,15 @@ def test_stage2_resumes_after_a_kill(vision_run, shapes):
     assert summary["stage2"]["resumed_from"]
     losses = [(h["step"], round(h["loss"], 4)) for h in a if "loss" in h]
     assert losses == [(h["step"], round(h["loss"], 4)) for h in b if "loss" in h] and losses[-1][0] == 40
+
+
+def _whole_json(path: Path) -> bool:
+    """Written to the end (a checkpoint marks itself complete with this file)."""
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _copy_run(shapes: Path, run: Path, name: str, **kw) -> tuple[Path, Path]:

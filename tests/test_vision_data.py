@@ -136,3 +136,15 @@ def test_an_image_replaced_in_place_makes_the_stage_stale(tmp_path):
     _png(tmp_path / "a.png", colour=(0, 200, 0))
     os.utime(tmp_path / "a.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a coarse clock
     assert fingerprint(recipe, run, "vision") != before
+
+
+def test_a_checkpoint_whose_state_was_cut_short_is_not_resumed(tmp_path):
+    """A kill while transformers writes trainer_state.json (in place) leaves it empty: that
+    checkpoint is incomplete, and the one before is resumed (seen in the vision kill test)."""
+    from mothertongue.train import last_complete_checkpoint
+
+    for step, state in ((4, '{"global_step": 4}'), (8, "")):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state, encoding="utf-8")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert not (tmp_path / "checkpoint-8").exists()

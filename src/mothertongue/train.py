@@ -46,12 +46,22 @@ def last_complete_checkpoint(ckpt_dir: Path, is_main: bool = True) -> str | None
         if d.is_dir() and step.isdigit():
             found.append((int(step), d))
     for _, d in sorted(found, reverse=True):
-        if (d / "trainer_state.json").exists():
+        if _whole_json(d / "trainer_state.json"):
             return str(d)
         if is_main:
             print(f"[train] ignoring incomplete checkpoint {d.name} (interrupted while saving)")
             shutil.rmtree(d, ignore_errors=True)
     return None
+
+
+def _whole_json(path: Path) -> bool:
+    """The file exists and parses: transformers writes trainer_state.json in place, so a kill
+    while it is written leaves it empty or cut short."""
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def saved_model_complete(folder: Path) -> bool:
