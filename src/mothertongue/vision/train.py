@@ -220,9 +220,11 @@ def fit_stage(recipe: Recipe, stage: VisionTrainConfig, model, processor, exampl
     if stage.cache_features and refs:
         from mothertongue.vision.features import build_cache
 
-        # after the Trainer placed the model: the encoder runs on the training device
-        trainer.data_collator.cache = build_cache(model, processor, recipe, refs, cache_dir or out / "features",
-                                                  args.device, trainer.accelerator.autocast, stage.batch_size)
+        # after the Trainer placed the model: the encoder runs on the training device. Several
+        # processes: the main one writes the cache, the others then find it complete.
+        with trainer.accelerator.main_process_first():
+            trainer.data_collator.cache = build_cache(model, processor, recipe, refs, cache_dir or out / "features",
+                                                      args.device, trainer.accelerator.autocast, stage.batch_size)
     last = last_complete_checkpoint(out / "checkpoints", trainer.accelerator.is_main_process)
     if last:
         print(f"[vision] resuming {out.name} from {last}")
