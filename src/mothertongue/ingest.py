@@ -216,11 +216,12 @@ def _empty_error(i: int, src_report: dict, path: Path, fmt: str, report: IngestR
 
 
 class _Files:
-    """The stage's JSONL outputs, appended `_BUFFER` records at a time through the one writer."""
+    """The stage's JSONL outputs, appended `_BUFFER` records at a time through the one writer;
+    `bufs` are filled by the caller (the hot loop appends directly) and emptied in place."""
 
     def __init__(self, out: Path, names: tuple[str, ...]):
         self.out = out
-        self.bufs: dict[str, list] = {}
+        self.bufs: dict[str, list] = {name: [] for name in names}
         self.counts: Counter[str] = Counter()
         for name in names:  # these exist even when empty; documents.jsonl only when there are any
             write_jsonl(out / f"{name}.jsonl", [])
@@ -228,14 +229,15 @@ class _Files:
     def add(self, name: str, rec: Record) -> None:
         buf = self.bufs.setdefault(name, [])
         buf.append(rec)
-        self.counts[name] += 1
         if len(buf) >= _BUFFER:
             self.flush(name)
 
     def flush(self, name: str | None = None) -> None:
         for n in [name] if name else list(self.bufs):
-            write_jsonl(self.out / f"{n}.jsonl", self.bufs[n], append=True)
-            self.bufs[n] = []
+            buf = self.bufs[n]
+            if buf:
+                self.counts[n] += write_jsonl(self.out / f"{n}.jsonl", buf, append=True)
+                buf.clear()
 
 
 class _Stats:
@@ -255,11 +257,12 @@ class _Stats:
             self.flush()
 
     def flush(self) -> None:
-        b, self.batch = self.batch, []
+        b = self.batch
         self.languages.update(c.lang or "unknown" for c in b)
         self.message_languages.update(m.lang or c.lang or "unknown" for c in b for m in c.messages)
         self.turns.update(len(c.messages) for c in b)
         self.chars.update(bisect.bisect_right(_EDGES, sum(len(m.content) for m in c.messages)) - 1 for c in b)
+        b.clear()
 
     def to_dict(self) -> dict:
         self.flush()
@@ -297,6 +300,8 @@ def _run(recipe: Recipe, out: Path, scratch: Scratch) -> dict:
     first_name: dict[int, str] = {}
     added: Counter[int] = Counter()
     dev, test, convs_dedup = cfg.dev_fraction, cfg.test_fraction, dedup["conversations"]
+    bufs, batch = files.bufs, stats.batch  # the common case below appends to them directly
+    originals = Counter()  # one-record conversations kept, per source (converted, for the ledger)
     # `phase` orders the drops as a whole-input ingest made them (see Ledger)
     for i, rec in _records(recipe, report, per_source, ledger):
         if not isinstance(rec, Conversation):
@@ -316,9 +321,18 @@ def _run(recipe: Recipe, out: Path, scratch: Scratch) -> dict:
             first_name[i] = rec.source
         weight = cfg.sources[i].weight
         if weight == 1.0:
-            files.add(split_of(rec, dev, test), rec)
-            ledger.keep(rec)
-            stats.add(rec)
+            split = split_of(rec, dev, test)
+            buf = bufs[split]
+            buf.append(rec)
+            if len(buf) >= _BUFFER:
+                files.flush(split)
+            if len(rec.origin) == 1:
+                originals[i] += 1
+            else:
+                ledger.keep(rec)
+            batch.append(rec)
+            if len(batch) >= _BUFFER:
+                stats.flush()
             continue
         copies = _copies(rec, weight, ledger, (1, i, 1))
         added[i] += max(len(copies) - 1, 0)
@@ -327,6 +341,7 @@ def _run(recipe: Recipe, out: Path, scratch: Scratch) -> dict:
             ledger.keep(c)
             stats.add(c)
     files.flush()
+    ledger.converted_once(originals)
     for i, src in enumerate(cfg.sources):
         if src.weight > 1:
             report.notes.append(f"{first_name.get(i, '?')}: weight={src.weight} added {added[i]} copies")

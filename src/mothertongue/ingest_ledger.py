@@ -99,6 +99,11 @@ class Ledger:
             if self._units.add(_unit(src, u)):
                 self._converted[src] += 1
 
+    def converted_once(self, counts: Counter) -> None:
+        """Add records kept as the one output of one record, counted by the caller per source
+        (the same as `keep` on each, without a call per record)."""
+        self._converted.update(counts)
+
     def _note(self, reason: str, order: tuple, where: str, detail: str) -> None:
         r = self._reasons.get(reason)
         if r is None:
