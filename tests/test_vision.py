@@ -127,6 +127,7 @@ def test_heldout_combinations(vision_run, shapes):
     card = json.loads((run / "vision" / "scorecard.json").read_text(encoding="utf-8"))
     assert card["examples"] == len(rows) and card["exact_match"] == pytest.approx(right / len(rows))
     assert card["chrf"] > 90 and card["image_swaps"] == len(rows) and card["image_dependence"] >= 0.9
+    assert card["fidelity"] == 1.0 and card["fidelity_judged"] == len(rows)  # German captions
     assert "Held-out scorecard" in (run / "vision" / "model" / "README.md").read_text(encoding="utf-8")
 
 

@@ -4,7 +4,9 @@
 
 Each held-out record is asked what precedes its last assistant turn (its images included) and
 answered greedily; the reply is scored against that turn: exact match (whitespace normalised) and
-corpus chrF (sacreBLEU). Image dependence: the same question is asked again with the images of the
+corpus chrF (sacreBLEU), and for language fidelity (evaluate's detector and candidate languages,
+`evaluate.fidelity_languages`) the share of judgeable replies in the recipe's language (None
+where the language detector does not know it). Image dependence: the same question is asked again with the images of the
 next record whose reference differs, and the share of replies that change is reported; a model
 that ignores its images scores 0 there however fluent its captions are.
 """
@@ -78,6 +80,7 @@ def score(
                 }
             )
     return {
+        **_fidelity(recipe, hyps),
         "examples": len(records),
         "exact_match": exact_match_rate(hyps, refs),
         "chrf": round(chrf(hyps, refs), 2),
@@ -85,3 +88,15 @@ def score(
         "image_swaps": swaps,
         "samples": samples,
     }
+
+
+def _fidelity(recipe: Recipe, replies: list[str]) -> dict:
+    from mothertongue.metrics.fidelity import FidelityJudge, fidelity_scores
+    from mothertongue.text.langid import lingua_codes
+
+    cfg = recipe.evaluate
+    if recipe.language not in lingua_codes():  # the detector does not know it: not judged
+        return {"fidelity": None}
+    judge = FidelityJudge(recipe.language, cfg.fidelity_languages, cfg.min_letters)
+    scores = fidelity_scores([judge.judge(r) for r in replies], [recipe.language] * len(replies))
+    return {"fidelity": scores["fidelity"], "fidelity_judged": scores["judged"]}

@@ -115,7 +115,7 @@ def run(recipe: Recipe, rundir: RunDir, out: Path) -> dict:
 
         card = score(recipe, model, processor, stop_ids, heldout, system)
         atomic_write_json(out / "scorecard.json", card)
-        summary["scorecard"] = {k: card[k] for k in ("examples", "exact_match", "chrf", "image_dependence")}
+        summary["scorecard"] = {k: card[k] for k in ("examples", "exact_match", "chrf", "fidelity", "image_dependence")}
     write_card(recipe, model_dir / "README.md", summary)
     atomic_write_json(out / "loss.json", {"stage1": hist1, "stage2": hist2})
     offset = s1["steps"] or 0
@@ -171,7 +171,8 @@ def write_card(recipe: Recipe, path: Path, summary: dict) -> None:
     sc = summary.get("scorecard")
     scorecard = "" if not sc else (
         f"\n## Held-out scorecard\n{sc['examples']} held-out examples, greedy replies: exact match "
-        f"{sc['exact_match']:.1%}, chrF {sc['chrf']}, replies changed by another image: "
+        f"{sc['exact_match']:.1%}, chrF {sc['chrf']}, in {recipe.language}: "
+        f"{'n/a' if sc['fidelity'] is None else format(sc['fidelity'], '.1%')}, replies changed by another image: "
         f"{'n/a' if sc['image_dependence'] is None else format(sc['image_dependence'], '.1%')}.\n")
     body = f"""# {recipe.name} (vision)
 
