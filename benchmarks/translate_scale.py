@@ -131,7 +131,9 @@ def throughput(engine: str, segments: int, workers: list[int]) -> None:
     print("| executor | worker start-up s | seconds | segments/s | vs local |\n|---|---:|---:|---:|---:|")
     base = None
     for name, extra in [("local", "")] + [
-        (f"ray, {w} worker{'s' if w > 1 else ''}", f"  executor: ray\n  ray: {{workers: {w}, num_cpus: 1}}\n")
+        # the machine's CPUs shared out among the workers, as the local engine uses them all
+        (f"ray, {w} worker{'s' if w > 1 else ''} x {cpus(w)} CPU",
+         f"  executor: ray\n  ray: {{workers: {w}, num_cpus: {cpus(w)}}}\n")
         for w in workers
     ]:
         with tempfile.TemporaryDirectory() as tmp:
@@ -143,6 +145,11 @@ def throughput(engine: str, segments: int, workers: list[int]) -> None:
         print(f"| {name} | {startup:.1f} | {secs:.1f} | {rate:,.0f} | {rate / base:.2f}x |", flush=True)
     if workers:
         ray.shutdown()
+
+
+def cpus(workers: int) -> int:
+    """CPUs per Ray worker: the machine's, shared out (Ray sets each worker's thread count to it)."""
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def time_executor(recipe, tmp: Path) -> tuple[float, float, int]:

@@ -6,7 +6,8 @@
 The driver (this process) plans as usual and cuts each leg's missing segments into the same
 batches as the local executor; Ray actors, each holding one engine (loaded once per worker,
 `translate.ray.num_cpus`/`num_gpus` each; fractions let two CTranslate2 engines share a GPU),
-translate and gate one batch per call, taken by whichever worker is free (`ray.util.ActorPool`).
+translate and gate one batch per call, taken by whichever worker is free (`ray.util.ActorPool`;
+each worker has a second batch queued, so it never waits for the driver between batches).
 Results come back to the driver, which alone writes the translation memory, one transaction per
 batch: every segment lands exactly once. A worker process that dies is restarted by Ray
 (`max_restarts`) and its batch is run again (`max_task_retries`); identical batches on the same
@@ -28,6 +29,8 @@ from mothertongue.config import Recipe
 from mothertongue.engines.catalogue import Leg
 from mothertongue.errors import MothertongueError
 from mothertongue.runs import StageError
+
+IN_FLIGHT = 2  # batches queued per worker
 
 
 def import_ray():
@@ -106,7 +109,9 @@ class RayExecutor:
                 )
                 for _ in range(self.cfg.workers)
             ]
-            self.pools[model] = (workers, ActorPool(workers))
+            # each worker listed twice: its next batch is already queued while the driver commits
+            # the last one's results, so a worker does not wait on the driver between batches
+            self.pools[model] = (workers, ActorPool([w for w in workers for _ in range(IN_FLIGHT)]))
         return self.pools[model]
 
     def run(
