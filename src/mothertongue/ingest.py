@@ -301,7 +301,7 @@ def _run(recipe: Recipe, out: Path, scratch: Scratch) -> dict:
     added: Counter[int] = Counter()
     dev, test, convs_dedup = cfg.dev_fraction, cfg.test_fraction, dedup["conversations"]
     bufs, batch = files.bufs, stats.batch  # the common case below appends to them directly
-    originals = Counter()  # one-record conversations kept, per source (converted, for the ledger)
+    originals: Counter[int] = Counter()  # one-record conversations kept, per source (converted, for the ledger)
     # `phase` orders the drops as a whole-input ingest made them (see Ledger)
     for i, rec in _records(recipe, report, per_source, ledger):
         if not isinstance(rec, Conversation):
