@@ -350,7 +350,8 @@ def _copy_run(shapes: Path, run: Path, name: str, **kw) -> tuple[Path, Path]:
 
 
 def test_stage2_with_lora_saves_a_merged_model(vision_run, shapes):
-    """The default stage 2 (LoRA): merged into a plain Llava, encoder untouched, language model moved."""
+    """The default stage 2 (LoRA): merged into a plain Llava, encoder untouched, language model and
+    projector moved."""
     import torch
     from safetensors.torch import load_file
     from transformers import CLIPVisionModel, LlavaForConditionalGeneration
@@ -366,3 +367,7 @@ def test_stage2_with_lora_saves_a_merged_model(vision_run, shapes):
     text = load_file(dest / "train" / "model" / "model.safetensors")
     q = next(k for k in text if k.endswith("layers.0.self_attn.q_proj.weight"))
     assert not torch.equal(model.model.language_model.layers[0].self_attn.q_proj.weight, text[q])
+    # the projector trained on in stage 2 too: from the cached features, through PEFT's copy of it
+    stage1 = load_file(dest / "vision" / "stage1" / "projector.safetensors")
+    assert json.loads((dest / "vision" / "manifest.json").read_text(encoding="utf-8"))["summary"]["stage2"]["cached_features"]
+    assert not torch.equal(model.model.multi_modal_projector.linear_1.weight, stage1["linear_1.weight"])
