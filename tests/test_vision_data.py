@@ -148,3 +148,44 @@ def test_a_checkpoint_whose_state_was_cut_short_is_not_resumed(tmp_path):
         (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state, encoding="utf-8")
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
     assert not (tmp_path / "checkpoint-8").exists()
+
+
+def test_hf_dataset_with_an_image_column(tmp_path):
+    """A `save_to_disk` dataset (as a hub dataset arrives) with an Image column: captions and LLaVA
+    rows become records whose images are local files named by content, written once; a row whose
+    bytes are no image is skipped and counted like a bad file; an unknown option is one line."""
+    import datasets
+
+    from mothertongue.vision.data import images_signature, read_sources
+
+    red, blue = (_png(tmp_path / n, colour=c).read_bytes() for n, c in (("r.png", (200, 0, 0)), ("b.png", (0, 0, 200))))
+    feats = datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string")})
+    datasets.Dataset.from_dict({"image": [{"bytes": red, "path": None}, {"bytes": blue, "path": None},
+                                          {"bytes": b"no image at all", "path": None}],
+                                "caption": ["Ein rotes Bild.", "Ein blaues Bild.", "Kaputt."]},
+                               features=feats).save_to_disk(str(tmp_path / "caps"))
+    conv = [{"from": "human", "value": "<image>\nWelche Farbe?"}, {"from": "gpt", "value": "Rot."}]
+    datasets.Dataset.from_dict({"image": [{"bytes": red, "path": "r.png"}], "conversations": [conv]},
+                               features=datasets.Features({"image": datasets.Image(), "conversations": [
+                                   {"from": datasets.Value("string"), "value": datasets.Value("string")}]})
+                               ).save_to_disk(str(tmp_path / "talk"))
+    recipe = _recipe(tmp_path, f"    - {{path: {tmp_path / 'caps'}, format: hf}}\n"
+                               f"    - {{path: {tmp_path / 'talk'}, format: hf}}\n")
+    records, report = read_sources(recipe, recipe.vision.captions)
+    assert report.read == 4 and report.converted == 3 and sum(report.skipped.values()) == 1, report.skipped
+    assert [r["messages"][-1]["content"] for r in records] == ["Ein rotes Bild.", "Ein blaues Bild.", "Rot."]
+    assert records[0]["messages"][0]["content"] == "<image>\nBeschreibe das Bild kurz."
+    assert records[2]["messages"][0]["content"] == "<image>\nWelche Farbe?"
+    assert records[2]["loc"] == f"{tmp_path / 'talk'}[train] row 0"
+    files = [Path(r["images"][0]) for r in records]
+    assert files[0].read_bytes() == red and files[1].read_bytes() == blue and files[2].read_bytes() == red
+    assert files[0].is_relative_to(tmp_path / "run" / "vision-images")
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    again, _ = read_sources(recipe, recipe.vision.captions)  # a rerun writes nothing again
+    assert [r["images"] for r in again] == [r["images"] for r in records]
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
+    assert images_signature(recipe) == images_signature(recipe)
+
+    bad = _recipe(tmp_path, f"    - {{path: {tmp_path / 'caps'}, format: hf, options: {{colum: x}}}}\n")
+    with pytest.raises(DataError, match="unknown option 'colum' for format hf"):
+        read_sources(bad, bad.vision.captions)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -112,9 +112,13 @@ class VisionSourceConfig(Strict):
     """Image-text data for the vision stage (see mothertongue/vision/data.py for the formats)."""
 
     path: str = Field(description="A .json/.jsonl/.csv file or a folder of them; image paths inside are relative to the file.")
-    format: Literal["auto", "llava", "openai", "captions"] = Field(
-        "auto", description="llava: {image, conversations}; openai: {messages} with image_url parts; captions: image,caption rows."
+    format: Literal["auto", "llava", "openai", "captions", "hf"] = Field(
+        "auto", description="llava: {image, conversations}; openai: {messages} with image_url parts; captions: image,caption "
+        "rows; hf: a Hugging Face dataset (hub id or local folder) with an image column (see options)."
     )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="format hf: split (train), config, revision, image_column (image), "
+        "caption_column (caption), rows (auto|captions|llava: a `conversations` column in LLaVA's form).")
     limit: int | None = Field(None, gt=0, description="Read at most this many records.")
     lang: str | None = Field(
         None, description="Language of the text (e.g. en). With translate.enabled, text not in the recipe's language is "

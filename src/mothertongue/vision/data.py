@@ -173,50 +173,62 @@ def load_image(ref: str, recipe: Recipe):
     return open_image(ref, v.max_image_pixels, v.max_image_bytes)
 
 
-def read_source(recipe: Recipe, src: VisionSourceConfig, report: IngestReport, open_images: bool = True) -> list[dict]:
-    """The records of one source; `open_images=False` lists them without opening their images."""
-    v = recipe.vision
+def _file_rows(recipe: Recipe, src: VisionSourceConfig, report: IngestReport) -> Iterator[tuple[str, str, Any, Path]]:
+    """(where, format, record, folder its image paths are relative to) for every row of the files."""
     root = recipe.resolve_path(src.path)
     if not root.exists():
         raise DataError(f"vision data not found: {src.path}")
-    files = files_in(root, (*JSON_SUFFIXES, ".csv")) if root.is_dir() else [root]
-    name = root.stem
-    out: list[dict] = []
-    for path in files:
+    for path in files_in(root, (*JSON_SUFFIXES, ".csv")) if root.is_dir() else [root]:
         fmt = src.format
         for n, obj in _rows(path, report):
-            if src.limit and len(out) >= src.limit:
-                return out
             where = f"{path}:{n}"
-            try:
-                if fmt == "auto":
-                    fmt = _detect(path, obj)
-                if not isinstance(obj, dict):
-                    raise ValueError("a record must be an object")
-                if fmt == "llava":
-                    msgs, images = _llava(obj, v.image_token)
-                elif fmt == "openai":
-                    msgs, images = _openai(obj, v.image_token)
-                else:
-                    msgs, images = _captions(obj, v.image_token, recipe.language)
-                _check_conversation(msgs, images, v.image_token)
-            except ValueError as e:
-                report.bad(where, f"malformed {fmt} record", str(e))
-                continue
-            refs = [resolve_image(i, path.parent) for i in images]
-            try:
-                for ref in refs if open_images else ():
-                    load_image(ref, recipe)
-            except ImageProblem as e:
-                report.skip(where, e.reason, str(e))
-                continue
-            text = "\x1f".join(m["content"] for m in msgs)
-            rec = {"id": stable_id(name, text, *refs), "messages": msgs, "images": refs, "source": name, "loc": where,
-                   "lang": src.lang}
-            if fmt == "captions":  # the question is ours, already in the target language
-                rec["in_target"] = [0]
-            out.append(rec)
-            report.converted += 1
+            if fmt == "auto":
+                fmt = _detect(path, obj)
+            yield where, fmt, obj, path.parent
+
+
+def read_source(recipe: Recipe, src: VisionSourceConfig, report: IngestReport, open_images: bool = True) -> list[dict]:
+    """The records of one source; `open_images=False` lists them without opening their images."""
+    from mothertongue.vision import hub
+
+    v = recipe.vision
+    if src.format == "hf":
+        name = Path(src.path).name or src.path
+        rows = ((where, fmt, obj, Path(recipe.run_dir)) for where, fmt, obj in hub.rows(recipe, src, report))
+    else:
+        name = recipe.resolve_path(src.path).stem
+        rows = _file_rows(recipe, src, report)
+    out: list[dict] = []
+    for where, fmt, obj, base in rows:
+        if src.limit and len(out) >= src.limit:
+            break
+        try:
+            if not isinstance(obj, dict):
+                raise ValueError("a record must be an object")
+            if fmt == "llava":
+                msgs, images = _llava(obj, v.image_token)
+            elif fmt == "openai":
+                msgs, images = _openai(obj, v.image_token)
+            else:
+                msgs, images = _captions(obj, v.image_token, recipe.language)
+            _check_conversation(msgs, images, v.image_token)
+        except ValueError as e:
+            report.bad(where, f"malformed {fmt} record", str(e))
+            continue
+        refs = [resolve_image(i, base) for i in images]
+        try:
+            for ref in refs if open_images else ():
+                load_image(ref, recipe)
+        except ImageProblem as e:
+            report.skip(where, e.reason, str(e))
+            continue
+        text = "\x1f".join(m["content"] for m in msgs)
+        rec = {"id": stable_id(name, text, *refs), "messages": msgs, "images": refs, "source": name, "loc": where,
+               "lang": src.lang}
+        if fmt == "captions":  # the question is ours, already in the target language
+            rec["in_target"] = [0]
+        out.append(rec)
+        report.converted += 1
     return out
 
 
@@ -239,6 +251,14 @@ def images_signature(recipe: Recipe) -> str:
     v = recipe.vision
     h = hashlib.sha256()
     for src in [*v.captions, *v.instructions, *v.heldout]:
+        if src.format == "hf":  # the dataset's own fingerprint stands for its images
+            from mothertongue.vision import hub
+
+            try:
+                h.update(f"{src.path}\0{hub.signature(src)}\n".encode())
+            except DataError as e:
+                h.update(f"{src.path}: {e}".encode())
+            continue
         try:
             records = read_source(recipe, src, IngestReport("skip"), open_images=False)
         except (DataError, OSError, ValueError) as e:  # the stage itself reports it
