@@ -58,6 +58,13 @@ def mt_models(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def ct2_cache(tmp_path_factory):
+    """One CTranslate2 conversion per model for the module (M2M100's 128k vocabulary takes a few
+    seconds), and none left in the user's ~/.cache."""
+    return str(tmp_path_factory.mktemp("ct2"))
+
+
 @pytest.mark.slow  # the mt_models fixture builds three models (~10 s) for whoever uses it first
 @pytest.mark.parametrize("key", list(MT))
 def test_segments_are_sized_by_the_real_tokenizer(mt_models, key):
@@ -80,10 +87,10 @@ def test_segments_are_sized_by_the_real_tokenizer(mt_models, key):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key,src,tgt", [("en-mg", "en", "mg"), ("zh-en", "zh", "en"), ("m2m100", "en", "de")])
-def test_ctranslate2_translates_like_transformers(mt_models, tmp_path, key, src, tgt):
+def test_ctranslate2_translates_like_transformers(mt_models, ct2_cache, key, src, tgt):
     from mothertongue.engines import load_engine
 
-    opts = {"cache_dir": str(tmp_path / "ct2"), "compute_type": "float32", "max_decoding_length": 12}
+    opts = {"cache_dir": ct2_cache, "compute_type": "float32", "max_decoding_length": 12}
     ct2 = load_engine("ctranslate2", str(mt_models[key]), device="cpu", options=opts)
     ct2._load()
     # compute_type float32 converts float32 weights (it used to convert int8 whatever was asked:
@@ -101,7 +108,7 @@ def test_ctranslate2_translates_like_transformers(mt_models, tmp_path, key, src,
 
 
 @pytest.mark.slow
-def test_m2m100_source_token_and_forced_target_bos(mt_models):
+def test_m2m100_source_token_and_forced_target_bos(mt_models, ct2_cache):
     """With M2M100's real tokenizer the source starts with __en__, and the first generated token is
     the target's __de__ (forced BOS), in both engines."""
     import torch
@@ -118,7 +125,7 @@ def test_m2m100_source_token_and_forced_target_bos(mt_models):
     with torch.no_grad():
         out = hf.net.generate(torch.tensor([ids]), max_new_tokens=4, **kw)
     assert out[0, 1].item() == hf.tok.get_lang_id("de")  # decoder_start, then the forced language token
-    ct2 = load_engine("ctranslate2", str(mt_models["m2m100"]), device="cpu", options={"compute_type": "float32"})
+    ct2 = load_engine("ctranslate2", str(mt_models["m2m100"]), device="cpu", options={"compute_type": "float32", "cache_dir": ct2_cache})
     ct2._load()
     assert ct2.tokenize("Hello world.")[0] == "__en__"
     res = ct2.translator.translate_batch([ct2.tokenize("Hello world.")], target_prefix=[["__de__"]], max_decoding_length=4)

@@ -101,13 +101,32 @@ def _mended_loaders(loaders: dict) -> dict:
       the conversion died with an AttributeError. It is given the config's factors where it looks.
       It also leaves the RMSNorm epsilon at CTranslate2's default 1e-6 where Phi-3 has 1e-5
       (logits off by ~0.5 %).
+      Its RoPE base is `config.rope_theta`, which Transformers 5 keeps in the rope parameters
+      only: every Phi-3 model was converted with base 10000 whatever its own (Phi-4: 250000).
+      And it reads the scaling kind from `rope_scaling["type"]`, which a model without RoPE
+      scaling (Phi-3-mini-4k, Phi-4) no longer has: the conversion died with a KeyError.
     - GPT-NeoX (Pythia) reads `config.rotary_pct` and the head as `embed_out`, in Transformers 5
       the rope parameters' `partial_rotary_factor` and `lm_head`: the conversion died with an
-      AttributeError."""
+      AttributeError. It never passes the RoPE base on (base 10000 whatever the model's own).
+    The loaders convert a model instance of their own, so its config is mended in place."""
     out = {}
     if "Phi3Config" in loaders:
 
         class Phi3Loader(type(loaders["Phi3Config"])):
+            def get_model_spec(self, model):
+                rope = _rope(model.config)
+                if getattr(model.config, "rope_theta", None) is None and "rope_theta" in rope:
+                    model.config.rope_theta = rope["rope_theta"]
+                kind = rope.get("type") or rope.get("rope_type")
+                if kind in (None, "default"):
+                    # What CTranslate2 reads as "no scaling"; with an original context length it
+                    # still scales the rotary angles (Transformers does not, without scaling).
+                    model.config.rope_scaling = None
+                    model.config.original_max_position_embeddings = 0
+                elif "type" not in rope:
+                    rope["type"] = kind
+                return super().get_model_spec(model)
+
             def set_decoder(self, spec, module, *args, **kwargs):
                 rope = _rope(module.config)
                 factors = SimpleNamespace(long_factor=rope.get("long_factor"), short_factor=rope.get("short_factor"))
@@ -130,7 +149,14 @@ def _mended_loaders(loaders: dict) -> dict:
                     model.config.rotary_pct = _rope(model.config).get("partial_rotary_factor", 1.0)
                 if not hasattr(model, "embed_out"):
                     object.__setattr__(model, "embed_out", model.get_output_embeddings())
-                return super().get_model_spec(model)
+                import numpy as np
+
+                spec = super().get_model_spec(model)
+                theta = _rope(model.config).get("rope_theta") or getattr(model.config, "rotary_emb_base", None)
+                if theta is not None:
+                    for layer in spec.decoder.layer:
+                        layer.self_attention.rotary_base = np.float32(theta)
+                return spec
 
         out["GPTNeoXConfig"] = GPTNeoXLoader()
     return out
