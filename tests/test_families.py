@@ -1,6 +1,6 @@
 """Every model family we claim, with its real tokenizer, chat template and architecture.
 
-    pytest -q tests/test_families*.py                # the whole matrix (5-6 min on 2 cores at load 3-4)
+    pytest -q tests/test_families*.py                # the whole matrix (~5 min on 2 cores at load 3-4)
     pytest -q tests/test_families.py -k qwen          # one family
 
 Build, per family, with the real tokenizer and chat template: the loss mask is the assistant turns
