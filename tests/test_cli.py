@@ -95,6 +95,7 @@ def test_unreadable_source_is_one_line(tmp_path):
     _one_line_error(mt("ingest", str(p)), "d.txt", "Permission denied")
 
 
+@pytest.mark.slow  # several CLI processes, ~5 s
 def test_bad_options_fail_before_any_model_loads(tmp_path):
     run = tmp_path / "run"
     run.mkdir()  # not a run: the option checks come first

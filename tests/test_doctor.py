@@ -87,6 +87,7 @@ def test_a_missing_end_of_turn_token_fails(tmp_path):
     assert code == 1 and "mask" in out and "FAIL" in out, out
 
 
+@pytest.mark.slow  # a CLI process, ~5 s
 def test_cli_prints_the_table_and_exits_non_zero_on_failure(tmp_path):
     base = tmp_path / "llama2"
     base.mkdir()

@@ -139,6 +139,7 @@ def test_pickle_adapter_in_a_run_is_refused_unless_allowed(built_words, tmp_path
     assert any("lora_A" in n for n, _ in model.named_parameters())
 
 
+@pytest.mark.slow  # a CLI process, ~4 s
 def test_build_with_a_missing_base_model_is_one_line(tmp_path):
     """build loads the base model's tokenizer before train loads its weights: the same one line."""
     import subprocess

@@ -131,6 +131,7 @@ def _tiny_model(name: str, tie: bool):
     return AutoModelForCausalLM.from_config(cfg).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.real_models
 @pytest.mark.parametrize("name,tie", [("gpt2", True), ("tinyllama-1.1b-chat-v1.0", False)])
 def test_untrained_extended_model_gives_the_base_logits(extended, name, tie):
