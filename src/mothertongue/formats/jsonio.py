@@ -84,14 +84,19 @@ def iter_json_records(
         except UnicodeDecodeError:
             pass  # keep bytes: each line is decoded alone, so a bad line is reported with its number
     lines: Iterable = (text.split("\n") if text is not None else data.split(b"\n"))
-    for lineno, line in enumerate(lines, 1):
+    yield from _parse_lines(path, enumerate(lines, 1), report)
+
+
+def _parse_lines(path: Path, numbered: Iterable[tuple[int, str | bytes]], report: IngestReport) -> Iterator[tuple[int, Any]]:
+    """(line number, object) for every non-blank JSONL line; a bad line is reported, not yielded."""
+    for lineno, line in numbered:
         if not line.strip():
             continue
         report.read += 1
         try:
             obj = fast_loads(line)
         except ValueError:
-            obj = None
+            pass
         else:
             yield lineno, obj
             continue
@@ -145,28 +150,8 @@ def _iter_jsonl_file(path: Path, report: IngestReport) -> Iterator[tuple[int, An
                 block: list = b"".join(lines).decode("utf-8").split("\n")[:len(lines)]
             except UnicodeDecodeError:
                 block = [_decoded(raw.rstrip(b"\n")) for raw in lines]
-            for line in block:
-                lineno += 1
-                if not line.strip():
-                    continue
-                report.read += 1
-                try:
-                    obj = fast_loads(line)
-                except ValueError:
-                    pass
-                else:
-                    yield lineno, obj
-                    continue
-                try:
-                    obj = json.loads(line)
-                except UnicodeDecodeError as e:
-                    report.bad(f"{path}:{lineno}", "encoding", f"not UTF-8 (column {e.start + 1}); "
-                               "re-save as UTF-8 or set the source's encoding")
-                    continue
-                except json.JSONDecodeError as e:
-                    report.bad(f"{path}:{lineno}", "invalid JSON", f"invalid JSON ({e.msg}, column {e.colno})")
-                    continue
-                yield lineno, obj
+            yield from _parse_lines(path, enumerate(block, lineno + 1), report)
+            lineno += len(block)
 
 
 def _decoded(raw: bytes) -> str | bytes:
