@@ -34,6 +34,7 @@ ADDED_COLUMNS = {"scores": "TEXT", "edited": "TEXT"}
 COLUMNS = "engine, model, src, tgt, source, target, status, scores, edited"
 KEY = ("engine", "model", "src", "tgt", "source")
 MATCH_KEY = " AND ".join(f"{k}=?" for k in KEY)  # one row, by its key
+LEG_KEY = " AND ".join(f"{k}=?" for k in KEY[:-1])  # the rows of one leg under one engine setting
 
 
 class LegLike(Protocol):
@@ -61,7 +62,7 @@ class LegMemory:
         """source -> its scores (empty when none) for the sources in the memory."""
         out: dict[str, dict] = {}
         sources = list(sources)
-        q = f"SELECT source, scores FROM tm WHERE {' AND '.join(f'{k}=?' for k in KEY[:-1])} AND source IN ({{}})"
+        q = f"SELECT source, scores FROM tm WHERE {LEG_KEY} AND source IN ({{}})"
         for i in range(0, len(sources), 500):
             chunk = sources[i : i + 500]
             rows = self.memory.db.execute(q.format(",".join("?" * len(chunk))), (*self.key, *chunk))
@@ -83,6 +84,17 @@ class LegMemory:
         with self.memory.db:
             self.memory.db.executemany(f"UPDATE tm SET status=? WHERE {MATCH_KEY}",
                                        [(status, *self.key, source) for source in sources])
+
+    def flag_under(self, values: dict[str, float], statuses: dict[str, str], threshold: float, flag: str) -> int:
+        """A later check's verdict (round trip, quality estimation): a segment the gate passed
+        whose value is under `threshold` gets `flag`; one this check flagged that now passes (the
+        threshold was lowered) is "ok" again; a human edit or another check's flag stays. Returns
+        how many of `statuses`' segments carry `flag` afterwards."""
+        flag_now = [s for s, v in values.items() if v < threshold and statuses[s] in ("ok", "retried")]
+        unflag = [s for s, v in values.items() if v >= threshold and statuses[s] == flag]
+        self.set_status(flag_now, flag)
+        self.set_status(unflag, "ok")
+        return sum(st == flag for st in statuses.values()) + len(flag_now) - len(unflag)
 
 
 def _not_a_memory(path: Path | str, e: sqlite3.DatabaseError) -> DataError:
@@ -114,7 +126,7 @@ class Memory:
         out: dict[str, tuple[str, str]] = {}
         sources = list(sources)
         q = ("SELECT source, COALESCE(edited, target), CASE WHEN edited IS NULL THEN status ELSE 'edited' END "
-             "FROM tm WHERE engine=? AND model=? AND src=? AND tgt=? AND source IN ({})")
+             f"FROM tm WHERE {LEG_KEY} AND source IN ({{}})")
         for i in range(0, len(sources), 500):
             chunk = sources[i : i + 500]
             rows = self.db.execute(q.format(",".join("?" * len(chunk))), (engine, model, src, tgt, *chunk))

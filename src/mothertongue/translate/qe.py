@@ -100,21 +100,11 @@ def score(plan: Plan, memory: Memory, seen: DigestSet | None = None) -> dict:
             store.set_scores(new)
             stored.update(new)
             counts["asked"] += len(batch)
-        flag, unflag = [], []
-        for source, (_, status) in forward.items():
-            value = stored[source].get("qe")
-            if value is None:
-                counts["unparsed"] += 1
-                continue
-            counts["scored"] += 1
-            counts["score_sum"] += value
-            if value < q.min_score and status in ("ok", "retried"):
-                flag.append(source)
-            elif value >= q.min_score and status == FLAG:  # the threshold was lowered
-                unflag.append(source)
-        store.set_status(flag, FLAG)
-        store.set_status(unflag, "ok")
-        counts["flagged"] += sum(1 for _, st in forward.values() if st == FLAG) + len(flag) - len(unflag)
+        values = {s: stored[s]["qe"] for s in forward if stored[s].get("qe") is not None}
+        counts["unparsed"] += len(forward) - len(values)
+        counts["scored"] += len(values)
+        counts["score_sum"] += sum(values.values())
+        counts["flagged"] += store.flag_under(values, {s: st for s, (_, st) in forward.items()}, q.min_score, FLAG)
     return counts
 
 

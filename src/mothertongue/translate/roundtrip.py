@@ -67,20 +67,13 @@ def score(plan: Plan, memory: Memory, seen: DigestSet | None = None) -> dict:
             outs = eng.translate(chunk, back.src, back.tgt, t.beam_size)
             back_store.put(zip(chunk, outs, ["ok"] * len(chunk)))
             have.update(zip(chunk, outs))
-        per_segment, flag, unflag = {}, [], []
-        for source, (target, status) in forward.items():
-            value = round(chrf.sentence_score(have[target], [source]).score, 1)
-            per_segment[source] = {"round_trip_chrf": value}
-            counts["chrf_sum"] += value
-            if value < t.round_trip.min_chrf and status in ("ok", "retried"):
-                flag.append(source)
-            elif value >= t.round_trip.min_chrf and status == FLAG:  # the threshold was lowered
-                unflag.append(source)
-        store.set_scores(per_segment)
-        store.set_status(flag, FLAG)
-        store.set_status(unflag, "ok")
-        counts["scored"] += len(per_segment)
-        counts["flagged"] += sum(1 for _, st in forward.values() if st == FLAG) + len(flag) - len(unflag)
+        values = {source: round(chrf.sentence_score(have[target], [source]).score, 1)
+                  for source, (target, _) in forward.items()}
+        store.set_scores({source: {"round_trip_chrf": v} for source, v in values.items()})
+        counts["chrf_sum"] += sum(values.values())
+        counts["scored"] += len(values)
+        counts["flagged"] += store.flag_under(values, {s: st for s, (_, st) in forward.items()},
+                                              t.round_trip.min_chrf, FLAG)
     return counts
 
 
