@@ -193,3 +193,23 @@ def test_dpo_on_fidelity_pairs_raises_the_line_pass_rate(sft_model, tmp_path, re
     after, replies_after = pass_rate(tmp_path / "dpo")
     assert before <= 0.75, replies_before
     assert after >= 0.9 and after >= before + 0.3, (before, after, replies_after)
+
+
+def test_base_model_prompt_cap_holds_over_all_splits(tmp_path):
+    """build.fidelity_max_prompts caps the base model's replies over train, dev and test together."""
+    from mothertongue.build import prepare_tokenizer, write_preferences
+
+    data, out = tmp_path / "translate", tmp_path / "build"
+    data.mkdir()
+    out.mkdir()
+    convs = {s: [Conversation(f"{s}{i}", [Message("user", f"Frage {i}?"), Message("assistant", f"Antwort {i}.")], "de")
+                 for i in range(n)] for s, n in (("train", 3), ("test", 2))}
+    for split, cs in convs.items():
+        write_jsonl(data / f"{split}.jsonl", cs)
+    recipe = Recipe(run_dir=str(tmp_path / "run"), tiny_model={"hidden_size": 32, "intermediate_size": 64,
+                    "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 300},
+                    build={"fidelity_pairs": "base_model", "fidelity_max_prompts": 4, "fidelity_max_new_tokens": 4,
+                           "template": "chatml"})
+    tok, tmpl = prepare_tokenizer(recipe, [[{"role": "user", "content": f"Frage {i}? Antwort {i}."}] for i in range(5)])
+    _, fidelity = write_preferences(recipe, data, out, tok, tmpl.end_of_turn)
+    assert sum(fidelity.values()) == 5 and fidelity["not asked (build.fidelity_max_prompts)"] == 1, fidelity

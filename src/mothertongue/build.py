@@ -231,12 +231,18 @@ def write_preferences(recipe: Recipe, data: Path, out: Path, tokenizer=None,
             split_pairs += [(split, p) for p in made]
             fidelity.update({f"original: {k}": n for k, n in counts.items()} if mode == "both" else counts)
     if mode in ("base_model", "both"):
-        answer = base_model_replies(recipe, tokenizer, end_of_turn)
+        replies = base_model_replies(recipe, tokenizer, end_of_turn)
+        asked = 0
+
+        def answer(prompts: list) -> list[str]:  # counts what was asked: the cap is over all splits
+            nonlocal asked
+            asked += len(prompts)
+            return replies(prompts)
+
         detect = FidelityJudge(recipe.language, recipe.evaluate.fidelity_languages).detect  # evaluate's detector
-        left = recipe.build.fidelity_max_prompts
         for split in SPLITS:
+            left = recipe.build.fidelity_max_prompts - asked
             made, counts = base_reply_pairs(convs[split], recipe.language, answer, detect, left)
-            left = max(0, left - sum(n for k, n in counts.items() if k.startswith(("made", "base reply"))))
             split_pairs += [(split, p) for p in made]
             fidelity.update({f"base model: {k}": n for k, n in counts.items()} if mode == "both" else counts)
     rows: dict[str, list] = {s: [] for s in SPLITS}
