@@ -121,27 +121,42 @@ def assemble(plan: Plan, memory: Memory, out: Path, append: bool = False) -> dic
     }
 
 
+def keep_after_check(
+    kind: str,
+    record: Conversation | PreferencePair | Document,
+    reasons: list[str],
+    flagged_rows: list[dict],
+    keep_flagged: bool,
+    split: str | None = None,
+) -> bool:
+    """Whether a translated record goes into the data: it is validated again, and one with a reason
+    (a flagged segment, the language check, or failing validation) is added to flagged_rows and
+    kept only when `keep_flagged`."""
+    reasons = list(reasons)
+    try:
+        record.validate()
+    except DataError as e:
+        reasons.append(f"invalid after translation: {e}")
+    if not reasons:
+        return True
+    row = {"kind": kind} | ({"split": split} if split is not None else {})
+    flagged_rows.append(row | {"id": record.id, "reasons": reasons, "record": record.to_dict()})
+    return keep_flagged
+
+
 def documents(
     plan: Plan, new_text: dict[TextKey, str], src_lang: dict[TextKey, str], flags: dict[RecordKey, list[str]],
     flagged_rows: list[dict],
 ) -> list[Document]:
     """The translated documents (original text in meta["source_text"]); flagged ones added to flagged_rows."""
-    kept = []
+    kept, keep_flagged = [], plan.recipe.translate.keep_flagged
     for di, d in enumerate(plan.docs, plan.offsets.get("documents", 0)):
         rec = RecordKey("doc", "documents", di)
         key = TextKey(rec, "text")
         nd = Document(d.id, new_text[key], plan.target, d.source,
                       {**d.meta, "source_text": d.text, "source_lang": d.lang or src_lang[key]})  # fmt: skip
-        reasons = list(flags.get(rec, []))
-        try:
-            nd.validate()
-        except DataError as e:
-            reasons.append(f"invalid after translation: {e}")
-        if reasons:
-            flagged_rows.append({"kind": "document", "id": d.id, "reasons": reasons, "record": nd.to_dict()})
-            if not plan.recipe.translate.keep_flagged:
-                continue
-        kept.append(nd)
+        if keep_after_check("document", nd, flags.get(rec, []), flagged_rows, keep_flagged):
+            kept.append(nd)
     return kept
 
 
@@ -155,7 +170,7 @@ def write(
 ) -> tuple[dict[str, int], list[dict]]:
     """Write the stage's files (`append`: after earlier chunks); returns rows written per file and
     the flagged records."""
-    t = plan.recipe.translate
+    keep_flagged = plan.recipe.translate.keep_flagged
     tgt = plan.target
     flagged_rows, parallel, counts = [], [], {}
     for split in SPLITS:
@@ -168,23 +183,9 @@ def write(
             meta["source_messages"] = [m.to_dict() for m in c.messages]
             meta["source_lang"] = c.lang
             nc = Conversation(c.id, msgs, tgt, c.source, list(c.tags), meta)
-            reasons = list(flags.get(rec, []))
-            try:
-                nc.validate()
-            except DataError as e:
-                reasons.append(f"invalid after translation: {e}")
-            if reasons:
-                flagged_rows.append(
-                    {
-                        "kind": "conversation",
-                        "split": split,
-                        "id": c.id,
-                        "reasons": reasons,
-                        "record": nc.to_dict(),
-                    }
-                )
-                if not t.keep_flagged:
-                    continue
+            reasons = flags.get(rec, [])
+            if not keep_after_check("conversation", nc, reasons, flagged_rows, keep_flagged, split):
+                continue
             kept.append(nc)
             if split == "train":
                 for m, tm, k in zip(c.messages, msgs, keys):
@@ -222,18 +223,8 @@ def write(
             p.source,
             meta,
         )
-        reasons = list(flags.get(rec, []))
-        try:
-            np_.validate()
-        except DataError as e:
-            reasons.append(f"invalid after translation: {e}")
-        if reasons:
-            flagged_rows.append(
-                {"kind": "pair", "id": p.id, "reasons": reasons, "record": np_.to_dict()}
-            )
-            if not t.keep_flagged:
-                continue
-        new_pairs.append(np_)
+        if keep_after_check("pair", np_, flags.get(rec, []), flagged_rows, keep_flagged):
+            new_pairs.append(np_)
     counts["pairs"] = write_jsonl(out / "pairs.jsonl", new_pairs, append)
     if plan.docs:
         docs = documents(plan, new_text, src_lang, flags, flagged_rows)
