@@ -156,6 +156,7 @@ def test_hf_dataset_with_an_image_column(tmp_path):
     bytes are no image is skipped and counted like a bad file; an unknown option is one line."""
     import datasets
 
+    from mothertongue.vision import hub
     from mothertongue.vision.data import images_signature, read_sources
 
     red, blue = (_png(tmp_path / n, colour=c).read_bytes() for n, c in (("r.png", (200, 0, 0)), ("b.png", (0, 0, 200))))
@@ -184,8 +185,32 @@ def test_hf_dataset_with_an_image_column(tmp_path):
     again, _ = read_sources(recipe, recipe.vision.captions)  # a rerun writes nothing again
     assert [r["images"] for r in again] == [r["images"] for r in records]
     assert [f.stat().st_mtime_ns for f in files] == mtimes
-    assert images_signature(recipe) == images_signature(recipe)
+    signature = images_signature(recipe)
+    loads = hub._fingerprint.cache_info().misses
+    assert images_signature(recipe) == signature
+    assert hub._fingerprint.cache_info().misses == loads  # each dataset's fingerprint read once
+    datasets.Dataset.from_dict({"image": [{"bytes": blue, "path": None}], "caption": ["Blau."]},
+                               features=feats).save_to_disk(str(tmp_path / "caps"))
+    assert images_signature(recipe) != signature  # a local dataset written again is read again
 
-    bad = _recipe(tmp_path, f"    - {{path: {tmp_path / 'caps'}, format: hf, options: {{colum: x}}}}\n")
-    with pytest.raises(DataError, match="unknown option 'colum' for format hf"):
-        read_sources(bad, bad.vision.captions)
+    # options are checked when the recipe loads, naming the field (was: when the stage read them)
+    with pytest.raises(RecipeError, match=r"unknown key vision\.captions\.0\.options\.colum"):
+        _recipe(tmp_path, f"    - {{path: {tmp_path / 'caps'}, format: hf, options: {{colum: x}}}}\n")
+
+
+def test_hf_options_bad_on_the_command_line_are_one_line(tmp_path):
+    """An unknown and a wrongly typed option of an hf vision source: exit 2, one line naming the
+    recipe file and the field, before any stage runs."""
+    import subprocess
+    import sys
+
+    from helpers import one_line_error
+
+    for options, needle in (("{colum: x}", "unknown key vision.captions.0.options.colum"),
+                            ("{split: [a, b]}", "vision.captions.0.options.split: must be a valid string")):
+        p = tmp_path / "r.yaml"
+        p.write_text(f"run_dir: {tmp_path / 'run'}\nvision:\n  encoder: enc\n  captions:\n"
+                     f"    - {{path: data, format: hf, options: {options}}}\n", encoding="utf-8")
+        res = subprocess.run([sys.executable, "-m", "mothertongue", "validate", str(p)], capture_output=True,
+                             text=True, timeout=120)
+        one_line_error(res, str(p), needle)

@@ -30,6 +30,7 @@ from mothertongue.config.train import (
     TinyModelConfig,
     TrainConfig,
     VisionConfig,
+    VisionHFOptions,
     VisionSourceConfig,
     VisionTrainConfig,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "TrainConfig",
     "TranslateConfig",
     "VisionConfig",
+    "VisionHFOptions",
     "VisionSourceConfig",
     "VisionTrainConfig",
     "VocabConfig",

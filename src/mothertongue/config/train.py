@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_serializer, field_validator
 
 from mothertongue.config.base import Strict
 
@@ -108,6 +108,19 @@ class TrainConfig(Strict):
 
 
 # ----------------------------------------------------------------------------- vision
+class VisionHFOptions(Strict):
+    """`options` of a vision source with `format: hf` (read by mothertongue/vision/hub.py)."""
+
+    split: str = Field("train", description="Dataset split.")
+    config: str | None = Field(None, description="Dataset configuration name.")
+    revision: str | None = Field(None, description="Dataset revision (hub ids).")
+    image_column: str = Field("image", description="Column holding the image (or a list of images).")
+    caption_column: str = Field("caption", description="Column holding the caption (caption rows).")
+    rows: Literal["auto", "captions", "llava"] = Field(
+        "auto", description="captions: image + caption columns; llava: a `conversations` column in LLaVA's "
+        "form; auto: llava when there is a `conversations` column.")
+
+
 class VisionSourceConfig(Strict):
     """Image-text data for the vision stage (see mothertongue/vision/data.py for the formats)."""
 
@@ -116,13 +129,19 @@ class VisionSourceConfig(Strict):
         "auto", description="llava: {image, conversations}; openai: {messages} with image_url parts; captions: image,caption "
         "rows; hf: a Hugging Face dataset (hub id or local folder) with an image column (see options)."
     )
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="format hf: split (train), config, revision, image_column (image), "
-        "caption_column (caption), rows (auto|captions|llava: a `conversations` column in LLaVA's form).")
+    options: VisionHFOptions = Field(
+        default_factory=VisionHFOptions, description="format hf: split (train), config, revision, image_column "
+        "(image), caption_column (caption), rows (auto|captions|llava: a `conversations` column in LLaVA's form).")
     limit: int | None = Field(None, gt=0, description="Read at most this many records.")
     lang: str | None = Field(
         None, description="Language of the text (e.g. en). With translate.enabled, text not in the recipe's language is "
         "machine-translated like ingested text; default: translate.source_lang, else detected.")
+
+    @field_serializer("options")
+    def _options_as_written(self, options: VisionHFOptions) -> dict[str, Any]:
+        # the options the recipe sets, not every default: the dump (and so the vision stage's
+        # fingerprint) stays what it was when options were a plain dict
+        return options.model_dump(mode="json", exclude_unset=True)
 
 
 class VisionTrainConfig(Strict):

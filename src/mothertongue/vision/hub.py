@@ -10,10 +10,12 @@ or, with a `conversations` column in LLaVA's form (`rows: llava`, or detected), 
 The image bytes are written once, named by their SHA-256, under `RUN_DIR/vision-images/`, so the
 rest of the stage sees ordinary local files (opened, checked and skipped with a reason like any
 other image) and a rerun writes nothing again. A row whose image is empty is skipped, counted.
+The options are `VisionHFOptions` (mothertongue/config/train.py), checked when the recipe loads.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Iterator
@@ -25,26 +27,13 @@ from mothertongue.conversation import DataError
 from mothertongue.formats.hf import load_dataset
 from mothertongue.formats.report import IngestReport
 
-OPTIONS = {"split", "config", "revision", "image_column", "caption_column", "rows"}
 
-
-def _options(src: VisionSourceConfig) -> dict[str, Any]:
-    unknown = sorted(set(src.options) - OPTIONS)
-    if unknown:
-        raise DataError(f"vision source {src.path}: unknown option {unknown[0]!r} for format hf "
-                        f"(known: {', '.join(sorted(OPTIONS))})")
-    o = {"split": "train", "config": None, "revision": None, "image_column": "image", "caption_column": "caption",
-         "rows": "auto", **src.options}
-    if o["rows"] not in ("auto", "captions", "llava"):
-        raise DataError(f"vision source {src.path}: options.rows must be auto, captions or llava, got {o['rows']!r}")
-    return o
-
-
-def _dataset(src: VisionSourceConfig, o: dict):
+def _dataset(src: VisionSourceConfig):
     import datasets
 
-    ds = load_dataset(src.path, o["config"], o["split"], o["revision"])
-    col = o["image_column"]
+    o = src.options
+    ds = load_dataset(src.path, o.config, o.split, o.revision)
+    col = o.image_column
     if col not in ds.column_names:
         raise DataError(f"vision source {src.path}: no column {col!r} (columns: {', '.join(ds.column_names)})")
     feature = ds.features[col]
@@ -77,15 +66,15 @@ def _save(value: Any, folder: Path) -> str:
 
 def rows(recipe: Recipe, src: VisionSourceConfig, report: IngestReport) -> Iterator[tuple[str, str, dict]]:
     """(where, format, record) per row, images as local files, for read_source's common path."""
-    o = _options(src)
-    ds = _dataset(src, o)
+    o = src.options
+    ds = _dataset(src)
     folder = Path(recipe.run_dir) / "vision-images"
-    fmt = o["rows"] if o["rows"] != "auto" else ("llava" if "conversations" in ds.column_names else "captions")
-    label = f"{src.path}[{o['split']}]"
+    fmt = o.rows if o.rows != "auto" else ("llava" if "conversations" in ds.column_names else "captions")
+    label = f"{src.path}[{o.split}]"
     for i, row in enumerate(ds):
         report.read += 1
         where = f"{label} row {i}"
-        value = row[o["image_column"]]
+        value = row[o.image_column]
         try:
             images = [_save(v, folder) for v in value] if isinstance(value, list) else _save(value, folder)
         except ValueError as e:
@@ -94,10 +83,24 @@ def rows(recipe: Recipe, src: VisionSourceConfig, report: IngestReport) -> Itera
         if fmt == "llava":
             yield where, fmt, {"image": images, "conversations": row.get("conversations")}
         else:
-            yield where, fmt, {"image": images, "caption": row.get(o["caption_column"])}
+            yield where, fmt, {"image": images, "caption": row.get(o.caption_column)}
+
+
+def _local_files(path: str) -> tuple:
+    """(name, size, mtime) of every file under a local dataset path; () for a hub id."""
+    root = Path(path).expanduser()
+    files = sorted(root.rglob("*")) if root.is_dir() else [root] if root.exists() else []
+    return tuple((str(f), st.st_size, st.st_mtime_ns) for f in files if f.is_file() and (st := f.stat()))
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint(path: str, config: str | None, split: str, revision: str | None, files: tuple) -> str:
+    # `files` is only part of the key: a local dataset written again is loaded again
+    return getattr(load_dataset(path, config, split, revision), "_fingerprint", "") or ""
 
 
 def signature(src: VisionSourceConfig) -> str:
-    """What identifies the dataset's content without reading it: its fingerprint (datasets')."""
-    o = _options(src)
-    return getattr(load_dataset(src.path, o["config"], o["split"], o["revision"]), "_fingerprint", "") or ""
+    """What identifies the dataset's content without reading it: its fingerprint (datasets'),
+    loaded once per process for a dataset (a local one: while its files stay as they are)."""
+    o = src.options
+    return _fingerprint(src.path, o.config, o.split, o.revision, _local_files(src.path))
