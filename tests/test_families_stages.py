@@ -8,27 +8,20 @@ falls; pad is never EOS or end-of-turn; the saved tokenizer keeps template and s
 chat and the server's stream stop at that token, merged safetensors reload and answer identically,
 CTranslate2 converts every architecture it supports and refuses the others in one line, GGUF (f32)
 loads back with the same token ids and answers, or is refused in one line that doctor announces.
-Every family's base, runs and export are made once per session (Built) and shared by its tests.
+Every family's base, runs and exports are made once, by two worker processes (Workshop), and shared
+by its tests.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import run_recipe
-from family_models import (
-    ANSWER,
-    FAMILIES,
-    make_base,
-    one_thread,
-    recipe_overrides,
-    write_data,
-    write_recipe,
-)
+from family_models import ANSWER, FAMILIES, Workshop, one_thread
 
 pytestmark = [pytest.mark.real_models, pytest.mark.slow]
 NAMES = list(FAMILIES)
@@ -39,49 +32,17 @@ def _one_thread():
     yield from one_thread()
 
 
-class Built:
-    """Per-session cache: a family's base folder and its finished runs, made on first use."""
-
-    def __init__(self, root: Path):
-        self.root, self.bases, self.runs, self.exports = root, {}, {}, {}
-
-    def base(self, name: str) -> Path:
-        if name not in self.bases:
-            self.bases[name] = make_base(name, self.root / name / "base")
-        return self.bases[name]
-
-    def run(self, name: str, adapter: str) -> Path:
-        key = (name, adapter)
-        if key not in self.runs:
-            d = self.root / name
-            data = write_data(d / "data.jsonl")
-            rec = write_recipe(d / "recipe.yaml", data)
-            run_dir = d / f"run-{adapter}"
-            done = next((r for (n, _), r in self.runs.items() if n == name), None)
-            if done is not None and not run_dir.exists():
-                # Same data, base and template: the other adapter's ingest and build are this run's
-                # (their fingerprints leave train settings out), so the stages skip and train runs.
-                for stage in ("ingest", "build"):
-                    shutil.copytree(done / stage, run_dir / stage)
-            run_recipe(rec, recipe_overrides(name, self.base(name), data, run_dir, adapter), ["ingest", "build", "train"])
-            self.runs[key] = run_dir
-        return self.runs[key]
-
-    def exported(self, name: str) -> tuple[Path, dict]:
-        """`export --format merged[,ct2]` of the family's LoRA run (ct2 where CTranslate2 has a converter)."""
-        from mothertongue.export import export
-
-        if name not in self.exports:
-            out = self.root / name / "export"
-            formats = ("merged", "ct2") if FAMILIES[name].ct2 else ("merged",)
-            self.exports[name] = out, export(self.run(name, "lora"), out, formats, ct2_quantization="float32",
-                                             log=lambda m: None)
-        return self.exports[name]
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory) -> Built:
-    return Built(tmp_path_factory.mktemp("families"))
+@pytest.fixture(scope="module")
+def built(request, tmp_path_factory):
+    """Every selected family's base, runs, export and GGUF, made by two worker processes (see
+    family_models.Workshop) while the tests below check what is ready."""
+    here = [i for i in request.session.items if i.module is request.module and hasattr(i, "callspec")]
+    names = [n for n in NAMES if any(i.callspec.params.get("name") == n for i in here)]
+    gguf = {i.callspec.params["name"] for i in here
+            if i.originalname == "test_gguf_where_llama_cpp_knows_the_family" and not i.get_closest_marker("skip")}
+    shop = Workshop(tmp_path_factory.mktemp("families"), names, gguf)
+    yield shop
+    shop.close()
 
 
 # ------------------------------------------------------------------------------------ train
@@ -97,7 +58,7 @@ def test_train_loss_falls_and_tokenizer_survives(built, name, adapter):
     from mothertongue import templates
     from mothertongue.models import stop_token_ids
 
-    run_dir = built.run(name, adapter)
+    run_dir = built.made(name, adapter)
     losses = json.loads((run_dir / "train" / "loss.json").read_text())
     train_losses = [x["loss"] for x in losses if "loss" in x]
     assert train_losses[-1] < train_losses[0], train_losses
@@ -122,7 +83,7 @@ def test_chat_and_server_stream_stop_at_the_end_of_turn_token(built, name):
     from mothertongue.config import ServeConfig
     from mothertongue.serve import build_engine, create_app
 
-    run_dir = built.run(name, "full")
+    run_dir = built.made(name, "full")
     s = ChatSession(run_dir, max_new_tokens=24)
     eot = templates.end_of_turn_token(s.tokenizer)
     assert s.stop_ids[0] == s.tokenizer.convert_tokens_to_ids(eot)
@@ -146,7 +107,7 @@ def test_export_merged_and_ctranslate2(built, name, tmp_path):
     from mothertongue.export import to_ctranslate2
     from mothertongue.runs import StageError
 
-    out, result = built.exported(name)
+    out, result = built.made(name, "export")
     merged = result["exports"][0]
     assert merged["same_greedy_output"] and merged["same_forced_tokens"] and merged["chat_template"]
     if FAMILIES[name].ct2:
@@ -173,7 +134,7 @@ def test_ctranslate2_keeps_the_models_rope(built, name, rope, tmp_path):
 
     from mothertongue.export import to_ctranslate2
 
-    src = built.exported(name)[0] / "merged"
+    src = built.made(name, "export")[0] / "merged"
     folder = tmp_path / "merged"
     shutil.copytree(src, folder)
     cfg = json.loads((folder / "config.json").read_text())
@@ -197,34 +158,20 @@ def test_ctranslate2_keeps_the_models_rope(built, name, rope, tmp_path):
 
 @pytest.mark.network
 @pytest.mark.parametrize("name", NAMES)
-def test_gguf_where_llama_cpp_knows_the_family(built, name, tmp_path):
+def test_gguf_where_llama_cpp_knows_the_family(built, name):
     """f32 GGUF, loaded back: the probe strings (umlauts, whitespace runs) and prompts tokenize to
     the same ids and the model answers token for token like the merged one; where llama.cpp does
     not know the architecture or pre-tokenizer, a one-line refusal, and doctor says so beforehand."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from mothertongue.doctor import check_gguf
-    from mothertongue.export import find_llama_cpp, to_gguf
     from mothertongue.runs import StageError
 
-    out, _ = built.exported(name)
     fam = FAMILIES[name]
-    checkout = find_llama_cpp(None, log=lambda m: None)
-    prompts = [[{"role": "user", "content": "Wie spät ist es?"}]]
-    # Doctor asks llama.cpp's converter in a process of its own (~4 s of imports): on the other
-    # core while export converts and loads back.
-    with ThreadPoolExecutor(1) as pool:
-        doctor = pool.submit(check_gguf, str(built.base(name)), fetch=True, log=lambda m: None)
-        if fam.gguf:
-            with pytest.raises(StageError, match=fam.gguf) as e:
-                to_gguf(out / "merged", tmp_path / "m.gguf", "f32", checkout, prompts=prompts, log=lambda m: None)
-        else:
-            rep = to_gguf(out / "merged", tmp_path / "m.gguf", "f32", checkout, prompts=prompts, max_new_tokens=8,
-                          log=lambda m: None)
-        verdict = doctor.result()
+    verdict = built.made(name, "doctor")  # doctor asks llama.cpp's converter beforehand
     assert (verdict.status == "ok") == (fam.gguf is None), verdict
     if fam.gguf:
-        assert "\n" not in str(e.value)
+        e = built.failed(name, "gguf")
+        assert isinstance(e, StageError) and re.search(fam.gguf, str(e)), e
+        assert "\n" not in str(e)
         return
+    rep = built.made(name, "gguf")
     assert rep["same_token_ids"] and rep["chat_template"] and rep["pre_tokenizer_fallback"] is None
     assert rep["same_greedy_output"] and rep["same_forced_tokens"], rep
