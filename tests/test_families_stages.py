@@ -119,13 +119,16 @@ def test_export_merged_and_ctranslate2(built, name, tmp_path):
         assert "\n" not in str(e.value)
 
 
-# Phi-4 is a Phi-3 model with RoPE base 250000 and no RoPE scaling; GPT-NeoX configs set their own.
+# Phi-4 is a Phi-3 model with RoPE base 250000 and no RoPE scaling; Phi-4-mini keeps LongRoPE but
+# rotates only 3/4 of each head (its factors cover those dimensions); GPT-NeoX configs set a base.
 @pytest.mark.parametrize("name,rope", [("phi-3.5", {"rope_type": "default", "rope_theta": 250000.0}),
-                                       ("pythia", {"rope_theta": 50000.0})])
+                                       ("phi-3.5", {"partial_rotary_factor": 0.75}),
+                                       ("pythia", {"rope_theta": 50000.0})], ids=["phi-4", "phi-4-mini", "pythia"])
 def test_ctranslate2_keeps_the_models_rope(built, name, rope, tmp_path):
-    """The family's merged model with another RoPE base (Phi-3 also without RoPE scaling) and
-    sharpened attention, so that positions matter: CTranslate2's logits along 160 positions are
-    Transformers' (with base 10000 they are off by far more than float error)."""
+    """The family's merged model with another RoPE base (Phi-3 also without RoPE scaling) or
+    partial rotary dimensions, and sharpened attention, so that positions matter: CTranslate2's
+    logits along 160 positions are Transformers' (with base 10000, or every dimension rotated,
+    they are off by far more than float error)."""
 
     import ctranslate2
     import numpy as np
@@ -140,6 +143,10 @@ def test_ctranslate2_keeps_the_models_rope(built, name, rope, tmp_path):
     cfg = json.loads((folder / "config.json").read_text())
     kept = {} if rope.get("rope_type") == "default" else cfg.get("rope_parameters") or {}
     cfg["rope_parameters"] = {**{k: v for k, v in kept.items() if k != "rope_theta"}, **rope}
+    if "long_factor" in cfg["rope_parameters"] and "partial_rotary_factor" in rope:
+        rotated = int(cfg["hidden_size"] // cfg["num_attention_heads"] * rope["partial_rotary_factor"])
+        for k in ("long_factor", "short_factor"):
+            cfg["rope_parameters"][k] = cfg["rope_parameters"][k][: rotated // 2]
     cfg.pop("rope_scaling", None)
     (folder / "config.json").write_text(json.dumps(cfg))
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)

@@ -105,6 +105,9 @@ def _mended_loaders(loaders: dict) -> dict:
       only: every Phi-3 model was converted with base 10000 whatever its own (Phi-4: 250000).
       And it reads the scaling kind from `rope_scaling["type"]`, which a model without RoPE
       scaling (Phi-3-mini-4k, Phi-4) no longer has: the conversion died with a KeyError.
+      It rotates every dimension of a head, where Phi-4-mini (`partial_rotary_factor` 0.75)
+      rotates the first three quarters: its conversion generated garbage, or with LongRoPE
+      factors for the partial dimensions died with an IndexError.
     - GPT-NeoX (Pythia) reads `config.rotary_pct` and the head as `embed_out`, in Transformers 5
       the rope parameters' `partial_rotary_factor` and `lm_head`: the conversion died with an
       AttributeError. It never passes the RoPE base on (base 10000 whatever the model's own).
@@ -125,7 +128,15 @@ def _mended_loaders(loaders: dict) -> dict:
                     model.config.original_max_position_embeddings = 0
                 elif "type" not in rope:
                     rope["type"] = kind
-                return super().get_model_spec(model)
+                spec = super().get_model_spec(model)
+                factor = rope.get("partial_rotary_factor", getattr(model.config, "partial_rotary_factor", 1.0))
+                if factor != 1.0:
+                    import numpy as np
+
+                    head_dim = model.config.hidden_size // model.config.num_attention_heads
+                    for layer in spec.decoder.layer:
+                        layer.self_attention.rotary_dim = np.int32(int(head_dim * factor))
+                return spec
 
             def set_decoder(self, spec, module, *args, **kwargs):
                 rope = _rope(module.config)
