@@ -101,3 +101,57 @@ def test_protected_spans(text, kinds):
 def test_strip_protected_for_language_id():
     assert "print" not in strip_protected("Hallo Welt.\n```\nprint(1)\n```\nsiehe https://x.org")
     assert "Hallo Welt." in strip_protected("Hallo Welt.\n```\nprint(1)\n```\n")
+
+
+ONE_SENTENCE_EDGES = ["Hello world", "  Hello world  ", "Wow!!! ", "Hi...", "Hi ...", "\u201cQuote\u201d",
+                      "\u4f60\u597d\u4e16\u754c\u3002", "\u0645\u0631\u062d\u0628\u0627\u061f",
+                      "\u0928\u092e\u0938\u094d\u0924\u0947\u0964", "Gr\u00fc\u00dfe aus M\u00fcnchen!"]
+SEVERAL = ["Dr. Smith came. He left.", "a) one b) two", "Price: 5 euros", "Hi; bye", "\u4f60\u597d\u3002\u4e16\u754c\u3002",
+           "Wait\u2026 what?", "One.Two", "x?y", "Is it?\u201d", "Done.)", "(see above)", "Ok.'"]
+
+
+@pytest.mark.parametrize("text", ONE_SENTENCE_EDGES + SEVERAL)
+def test_one_sentence_shortcut_agrees_with_pysbd(text):
+    """split_sentences answers one-sentence texts itself; whatever it answers is pysbd's answer,
+    and a text with a mark that may end a sentence inside it still goes to pysbd."""
+    from mothertongue.text import segment as seg
+
+    assert split_sentences(text) == seg.pysbd_spans(text)
+    shortcut = seg.has_letters(text) and not seg._MAY_END.search(seg._FINAL_MARKS.sub("", text.rstrip()))
+    assert shortcut == (text in ONE_SENTENCE_EDGES)
+
+
+@pytest.mark.real_data
+def test_one_sentence_shortcut_on_real_lines():
+    """Every line of the real dataset samples: the same spans as pysbd alone, and most lines
+    (single sentences) never reach pysbd."""
+    import json
+
+    from conftest import SHARED_DATA
+    from mothertongue.text import segment as seg
+
+    texts: list[str] = []
+
+    def walk(o):
+        if isinstance(o, str):
+            texts.append(o)
+        elif isinstance(o, dict):
+            [walk(v) for v in o.values()]
+        elif isinstance(o, list):
+            [walk(v) for v in o]
+
+    for f in sorted(SHARED_DATA.glob("*.json")):
+        walk(json.loads(f.read_text(encoding="utf-8")))
+    for f in sorted(SHARED_DATA.glob("*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            walk(json.loads(line))
+    lines = [x for t in texts for x in t.splitlines() if x.strip()]
+    calls = []
+    real = seg.pysbd_spans
+    try:
+        seg.pysbd_spans = lambda t, lang="en": calls.append(t) or real(t, lang)
+        got = [split_sentences(x) for x in lines]
+    finally:
+        seg.pysbd_spans = real
+    assert got == [real(x) for x in lines]
+    assert len(lines) > 4000 and len(calls) < len(lines) / 2, (len(lines), len(calls))

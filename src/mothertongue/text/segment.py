@@ -30,6 +30,17 @@ _CJK = "\u2e80-\u9fff\u3040-\u30ff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
 _UNIT = re.compile(rf"[^\s{_CJK}]+|[{_CJK}]")
 
 
+# A text with no mark that can end a sentence, except a run of them at its very end, is one
+# sentence: pysbd (~0.5 ms a call, most of planning's time) is asked only about the others.
+# 3,496 of the 4,638 lines of the real dataset samples take this path; pysbd returns the same
+# single span for each (tests/test_segment.py).
+_ENDS = ".!?\u2026\u3002\uff01\uff1f\uff61\u061f\u06d4\u0964\u0965\u0589\u1362\u203c\u2047\u2048\u2049\ufe12\ufe52\ufe56\ufe57\uff0e"
+# (pysbd splits a closing quote or bracket after a final mark off as a sentence of its own, and
+# splits "a) one b) two" as a list: those go to pysbd too.)
+_FINAL_MARKS = re.compile(rf"[{_ENDS}\s]+$")
+_MAY_END = re.compile(rf"[{_ENDS}\u1367\u1368;:)\n\r]")
+
+
 def has_letters(s: str) -> bool:
     return bool(_LETTER.search(s))
 
@@ -73,6 +84,14 @@ def _segmenter(lang: str):
 
 def split_sentences(text: str, lang: str = "en") -> list[tuple[int, int]]:
     """Sentence spans (start, end) covering the stripped sentences of text, via pysbd."""
+    body = text.rstrip()
+    if has_letters(body) and not _MAY_END.search(_FINAL_MARKS.sub("", body)):
+        return [(len(text) - len(text.lstrip()), len(body))]
+    return pysbd_spans(text, lang)
+
+
+def pysbd_spans(text: str, lang: str = "en") -> list[tuple[int, int]]:
+    """split_sentences without its one-sentence shortcut: always pysbd."""
     spans, pos = [], 0
     for sent in _segmenter(lang).segment(text):
         s = sent.strip()
