@@ -121,6 +121,16 @@ def test_one_sentence_shortcut_agrees_with_pysbd(text):
     assert shortcut == (text in ONE_SENTENCE_EDGES)
 
 
+def test_one_sentence_shortcut_knows_every_pysbd_mark():
+    """A mark pysbd splits at in any of its languages keeps a text away from the shortcut."""
+    from pysbd.languages import LANGUAGE_CODES
+
+    from mothertongue.text import segment as seg
+
+    marks = {c for lang in LANGUAGE_CODES.values() for c in getattr(lang, "Punctuations", [])}
+    assert marks and all(seg._MAY_END.search(c) for c in marks), sorted(c for c in marks if not seg._MAY_END.search(c))
+
+
 @pytest.mark.real_data
 def test_one_sentence_shortcut_on_real_lines():
     """Every line of the real dataset samples: the same spans as pysbd alone, and most lines

@@ -38,7 +38,8 @@ _ENDS = ".!?\u2026\u3002\uff01\uff1f\uff61\u061f\u06d4\u0964\u0965\u0589\u1362\u
 # (pysbd splits a closing quote or bracket after a final mark off as a sentence of its own, and
 # splits "a) one b) two" as a list: those go to pysbd too.)
 _FINAL_MARKS = re.compile(rf"[{_ENDS}\s]+$")
-_MAY_END = re.compile(rf"[{_ENDS}\u1367\u1368;:)\n\r]")
+# Also every mark in a pysbd language's `Punctuations` (Arabic comma, Burmese and Armenian marks, |).
+_MAY_END = re.compile(rf"[{_ENDS}\u1367\u1368\u060c\u104b\u104f\u055c|;:)\n\r]")
 
 
 def has_letters(s: str) -> bool:
