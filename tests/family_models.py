@@ -331,6 +331,13 @@ class Workshop:
                 lambda f, n=n: self._trained(n, f))
 
     def _trained(self, name: str, fut) -> None:
+        try:
+            self._then_export(name, fut)
+        except BaseException as e:  # a callback's exception is otherwise only logged: the test would wait
+            self.results[name] = ({}, {s: (e, "") for s in TRAIN_STEPS + EXPORT_STEPS})
+            self.done[name].set()
+
+    def _then_export(self, name: str, fut) -> None:
         made, failed = self._outcome(fut)
         self.results[name] = (made, failed)
         steps = tuple(s for s in EXPORT_STEPS if s == "export" or name in self.gguf)
@@ -354,10 +361,19 @@ class Workshop:
             return {}, {s: (e, "") for s in TRAIN_STEPS + EXPORT_STEPS}
         return fut.result()
 
-    def _wait(self, name: str, step: str) -> tuple[dict, dict]:
-        while name not in self.results or (step not in self.results[name][0] and step not in self.results[name][1]):
-            if self.done[name].wait(1) and step not in self.results[name][0] and step not in self.results[name][1]:
+    def _wait(self, name: str, step: str, timeout: float = 1200) -> tuple[dict, dict]:
+        import time
+
+        def there() -> bool:
+            made, failed = self.results.get(name, ({}, {}))
+            return step in made or step in failed
+
+        end = time.monotonic() + timeout
+        while not there():
+            if self.done[name].wait(1) and not there():
                 raise KeyError(f"{name}: step {step} was not asked for")
+            if time.monotonic() > end:
+                raise AssertionError(f"{name}: no {step} from the workers within {timeout:.0f} s")
         return self.results[name]
 
     def made(self, name: str, step: str):
