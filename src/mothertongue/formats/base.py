@@ -205,10 +205,9 @@ class Adapter:
     def meta_of(self, obj: dict, loc: str, used: Iterable[str]) -> dict:
         """Source location plus every field the conversion did not use (nothing is lost)."""
         meta = loc_meta(loc)
-        if len(obj) > len(used) or any(k not in used for k in obj):
-            extra = {k: v for k, v in obj.items() if k not in used}
-            if extra:
-                meta["extra"] = extra
+        used = used if isinstance(used, (set, frozenset)) else set(used)
+        if not obj.keys() <= used:  # a set comparison in C: this runs once per record
+            meta["extra"] = {k: v for k, v in obj.items() if k not in used}
         return meta
 
 
