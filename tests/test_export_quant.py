@@ -147,15 +147,17 @@ def quantized(request, tmp_path_factory):
         f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
         "from test_export_quant import quantize_and_load_back as f; f(*sys.argv[1:])"
     )
-    # cwd=out: GPTQModel writes its quantization logs to ./logs.
+    elsewhere = tmp_path_factory.mktemp("cwd")  # where the user runs the command from
     proc = subprocess.run(
         [python, "-c", code, str(lora_run), str(out)],
         capture_output=True,
         text=True,
         timeout=1800,
-        cwd=out,
+        cwd=elsewhere,
     )
     assert proc.returncode == 0, f"{python}: {proc.stderr[-3000:]}"
+    # GPTQModel writes its quantization logs to ./logs: the export puts them in its own folder.
+    assert not any(elsewhere.iterdir()), list(elsewhere.iterdir())
     child = json.loads((out / "child.json").read_text())
     return out, child["result"], child["loaded"]
 

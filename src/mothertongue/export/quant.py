@@ -21,6 +21,8 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -236,6 +238,16 @@ def heldout_conversations(run_dir: Path, language: str, n: int) -> tuple[list[di
     return [], ""
 
 
+@contextmanager
+def _working_dir(path: Path) -> Iterator[None]:
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def quantize(
     merged_dir: Path,
     out_dir: Path,
@@ -263,7 +275,6 @@ def quantize(
     # Layers go back to memory, not to a temporary offload folder: exports are single-GPU sized.
     qcfg = cls(bits=opts.bits, group_size=opts.group_size, offload_to_disk=False)
     t0 = time.monotonic()
-    model = GPTQModel.load(str(merged_dir), qcfg, device=device)
     calib = []
     for t in texts:
         ids = tokenizer(t, add_special_tokens=False)["input_ids"]
@@ -271,8 +282,13 @@ def quantize(
     # For AWQ GPTQModel picks the CUDA GEMM kernel unless told; its portable torch kernel writes
     # the same GEMM format.
     backend = BACKEND.AWQ_TORCH if method == "awq" and device == "cpu" else BACKEND.AUTO
-    model.quantize(calib, batch_size=1, calibration_data_min_length=1, backend=backend)
-    model.save(str(out_dir))
+    # GPTQModel writes its quantization logs to ./logs: in the export folder, not wherever the
+    # user ran the command from.
+    merged_dir, out_dir = Path(merged_dir).resolve(), Path(out_dir).resolve()
+    with _working_dir(out_dir.parent):
+        model = GPTQModel.load(str(merged_dir), qcfg, device=device)
+        model.quantize(calib, batch_size=1, calibration_data_min_length=1, backend=backend)
+        model.save(str(out_dir))
     return {
         "library": f"gptqmodel {gptqmodel.__version__}",
         "seconds": round(time.monotonic() - t0, 1),
