@@ -8,7 +8,8 @@ falls; pad is never EOS or end-of-turn; the saved tokenizer keeps template and s
 chat and the server's stream stop at that token, merged safetensors reload and answer identically,
 CTranslate2 converts every architecture it supports and refuses the others in one line, GGUF (f32)
 loads back with the same token ids and answers, or is refused in one line that doctor announces.
-Every family's base, runs and exports are made once, by two worker processes (Workshop), and shared
+Every family's base, runs and exports are made once, by two worker processes (family_workshop.py),
+and shared
 by its tests.
 """
 
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from family_models import ANSWER, FAMILIES, Workshop, one_thread
+from family_models import ANSWER, FAMILIES, one_thread
+from family_workshop import Workshop
 
 pytestmark = [pytest.mark.real_models, pytest.mark.slow]
 NAMES = list(FAMILIES)
@@ -35,7 +37,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def built(request, tmp_path_factory):
     """Every selected family's base, runs, export and GGUF, made by two worker processes (see
-    family_models.Workshop) while the tests below check what is ready."""
+    family_workshop.py) while the tests below check what is ready."""
     here = [i for i in request.session.items if i.module is request.module and hasattr(i, "callspec")]
     names = [n for n in NAMES if any(i.callspec.params.get("name") == n for i in here)]
     gguf = {i.callspec.params["name"] for i in here
