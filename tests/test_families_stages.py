@@ -9,8 +9,7 @@ chat and the server's stream stop at that token, merged safetensors reload and a
 CTranslate2 converts every architecture it supports and refuses the others in one line, GGUF (f32)
 loads back with the same token ids and answers, or is refused in one line that doctor announces.
 Every family's base, runs and exports are made once, by two worker processes (family_workshop.py),
-and shared
-by its tests.
+and shared by its tests.
 """
 
 from __future__ import annotations
