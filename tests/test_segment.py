@@ -103,11 +103,11 @@ def test_strip_protected_for_language_id():
     assert "Hallo Welt." in strip_protected("Hallo Welt.\n```\nprint(1)\n```\n")
 
 
-ONE_SENTENCE_EDGES = ["Hello world", "  Hello world  ", "Wow!!! ", "Hi...", "Hi ...", "\u201cQuote\u201d",
+ONE_SENTENCE_EDGES = ["Hello world", "  Hello world  ", "Wow! ", "Hi.", "\u201cQuote\u201d",
                       "\u4f60\u597d\u4e16\u754c\u3002", "\u0645\u0631\u062d\u0628\u0627\u061f",
                       "\u0928\u092e\u0938\u094d\u0924\u0947\u0964", "Gr\u00fc\u00dfe aus M\u00fcnchen!"]
 SEVERAL = ["Dr. Smith came. He left.", "a) one b) two", "Price: 5 euros", "Hi; bye", "\u4f60\u597d\u3002\u4e16\u754c\u3002",
-           "Wait\u2026 what?", "One.Two", "x?y", "Is it?\u201d", "Done.)", "(see above)", "Ok.'"]
+           "Wait\u2026 what?", "One.Two", "x?y", "Is it?\u201d", "Done.)", "(see above)", "Ok.'", "Hi...", "Wow!!! "]
 
 
 @pytest.mark.parametrize("text", ONE_SENTENCE_EDGES + SEVERAL)
@@ -129,6 +129,25 @@ def test_one_sentence_shortcut_knows_every_pysbd_mark():
 
     marks = {c for lang in LANGUAGE_CODES.values() for c in getattr(lang, "Punctuations", [])}
     assert marks and all(seg._MAY_END.search(c) for c in marks), sorted(c for c in marks if not seg._MAY_END.search(c))
+
+
+def test_one_sentence_shortcut_agrees_with_pysbd_on_random_texts():
+    """Random words, marks, quotes, brackets and spaces in every pysbd language: the same spans."""
+    import random
+
+    from pysbd.languages import LANGUAGE_CODES
+
+    from mothertongue.text import segment as seg
+
+    rnd = random.Random(7)
+    words = ["Hallo", "world", "Mr", "e", "3", "M\u00fcnchen", "\u4f60\u597d", "\u0645\u0631\u062d\u0628\u0627", "(x", "y)",
+             '"q', "\u00aba\u00bb", "\u2014", "a)", "1"]
+    marks = ["", "", "", ".", "!", "?", "\u2026", "...", "\u3002", "?!", "\u201d", ")", "'", " ", "  ", ",", "\t"]
+    langs = sorted(LANGUAGE_CODES)
+    for _ in range(1500):
+        text = "".join(rnd.choice(words) + rnd.choice(marks) + rnd.choice([" ", ""]) for _ in range(rnd.randint(1, 5)))
+        lang = rnd.choice(langs)
+        assert split_sentences(text, lang) == seg.pysbd_spans(text, lang), (text, lang)
 
 
 @pytest.mark.real_data
