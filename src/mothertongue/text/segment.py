@@ -86,10 +86,15 @@ def _segmenter(lang: str):
 
 def split_sentences(text: str, lang: str = "en") -> list[tuple[int, int]]:
     """Sentence spans (start, end) covering the stripped sentences of text, via pysbd."""
-    body = text.rstrip()
-    if has_letters(body) and not _MAY_END.search(_FINAL_MARKS.sub("", body)):
-        return [(len(text) - len(text.lstrip()), len(body))]
+    if is_one_sentence(text):
+        return [(len(text) - len(text.lstrip()), len(text.rstrip()))]
     return pysbd_spans(text, lang)
+
+
+def is_one_sentence(text: str) -> bool:
+    """The shortcut's test: letters, and no mark that could end a sentence before the last one."""
+    body = text.rstrip()
+    return has_letters(body) and not _MAY_END.search(_FINAL_MARKS.sub("", body))
 
 
 def pysbd_spans(text: str, lang: str = "en") -> list[tuple[int, int]]:
